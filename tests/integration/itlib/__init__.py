@@ -1,0 +1,1 @@
+"""Helpers for Trousseau's integration tests (real OpenBao, real plugin binary)."""

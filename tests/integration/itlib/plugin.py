@@ -1,0 +1,221 @@
+"""Starts the real `trousseau serve` binary with a YAML config built from a dict."""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import stat
+import subprocess
+import time
+from typing import Any
+
+import grpc
+import yaml
+
+DEFAULT_BIN = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..",
+                                           "build", "release", "src", "trousseau"))
+
+
+def plugin_binary() -> str:
+    return os.environ.get("TROUSSEAU_BIN", DEFAULT_BIN)
+
+
+class _Delete:
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE = _Delete()  # use as a value in overrides to remove a key from the default config
+
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in overrides.items():
+        if v is DELETE:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class PluginError(RuntimeError):
+    pass
+
+
+class Plugin:
+    """One `trousseau serve` process. Output goes to <name>.out / <name>.err in the work dir."""
+
+    def __init__(self, binary: str, workdir: str, name: str, config: dict, v2, v1):
+        self.binary = binary
+        self.workdir = workdir
+        self.name = name
+        self.config = config
+        self.v2mod = v2
+        self.v1mod = v1
+        self.config_file = os.path.join(workdir, f"{name}.yaml")
+        self.stdout_file = os.path.join(workdir, f"{name}.out")
+        self.stderr_file = os.path.join(workdir, f"{name}.err")
+        self.socket_path = config.get("socket", {}).get("path", "")
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None
+        self._channel: grpc.Channel | None = None
+        with open(self.config_file, "w") as f:
+            yaml.safe_dump(config, f, default_flow_style=False, sort_keys=False)
+        os.chmod(self.config_file, 0o644)
+
+    # ---------------------------------------------------------------- process
+    def spawn(self) -> None:
+        out = open(self.stdout_file, "wb")
+        err = open(self.stderr_file, "wb")
+        try:
+            self.proc = subprocess.Popen(
+                [self.binary, "serve", "--config", self.config_file],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.workdir,
+                start_new_session=True)
+        finally:
+            out.close()
+            err.close()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 15.0) -> "Plugin":
+        """Waits until the socket answers a v2 Status call (any healthz)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise PluginError(f"{self.name} exited with {self.proc.returncode} before serving:\n"
+                                  f"{self.output_text()}")
+            if os.path.exists(self.socket_path):
+                ch = grpc.insecure_channel("unix:" + self.socket_path, options=CHANNEL_OPTIONS)
+                try:
+                    self.v2mod.grpc.KeyManagementServiceStub(ch).Status(
+                        self.v2mod.pb2.StatusRequest(), timeout=1.0)
+                    return self
+                except grpc.RpcError as e:
+                    last = e
+                finally:
+                    ch.close()
+            time.sleep(0.05)
+        raise PluginError(f"{self.name} did not answer Status within {timeout}s (last: {last}):\n"
+                          f"{self.output_text()}")
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise PluginError(f"{self.name} still running after {timeout}s (killed):\n"
+                              f"{self.output_text()}")
+        return self.returncode
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then wait; returns the exit code (SIGKILL and raise if it hangs)."""
+        self.close_channel()
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        self.close_channel()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    # ---------------------------------------------------------------- gRPC
+    @property
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel("unix:" + self.socket_path,
+                                                  options=CHANNEL_OPTIONS)
+        return self._channel
+
+    def close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    @property
+    def v2(self):
+        return self.v2mod.grpc.KeyManagementServiceStub(self.channel)
+
+    @property
+    def v1(self):
+        return self.v1mod.grpc.KeyManagementServiceStub(self.channel)
+
+    def status(self, timeout: float = 3.0):
+        return self.v2.Status(self.v2mod.pb2.StatusRequest(), timeout=timeout)
+
+    def encrypt(self, plaintext: bytes, uid: str = "it", timeout: float = 5.0):
+        return self.v2.Encrypt(self.v2mod.pb2.EncryptRequest(plaintext=plaintext, uid=uid),
+                               timeout=timeout)
+
+    def decrypt(self, ciphertext: bytes, key_id: str = "", annotations: dict | None = None,
+                uid: str = "it", timeout: float = 5.0):
+        return self.v2.Decrypt(self.v2mod.pb2.DecryptRequest(
+            ciphertext=ciphertext, uid=uid, key_id=key_id, annotations=annotations or {}),
+            timeout=timeout)
+
+    def v1_encrypt(self, plain: bytes, timeout: float = 5.0):
+        return self.v1.Encrypt(self.v1mod.pb2.EncryptRequest(version="v1beta1", plain=plain),
+                               timeout=timeout)
+
+    def v1_decrypt(self, cipher: bytes, timeout: float = 5.0):
+        return self.v1.Decrypt(self.v1mod.pb2.DecryptRequest(version="v1beta1", cipher=cipher),
+                               timeout=timeout)
+
+    def wait_healthz(self, predicate, timeout: float, what: str):
+        """Polls Status (bounded) until predicate(response) holds; returns the response."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.status(timeout=1.0)
+                if predicate(last):
+                    return last
+            except grpc.RpcError as e:
+                last = e
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: Status did not reach {what} within {timeout}s; "
+                             f"last: {last}")
+
+    # ---------------------------------------------------------------- output
+    def stderr_text(self) -> str:
+        try:
+            with open(self.stderr_file, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stdout_text(self) -> str:
+        try:
+            with open(self.stdout_file, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def output_text(self, limit: int = 20000) -> str:
+        text = f"--- {self.name} stderr ---\n{self.stderr_text()}\n--- {self.name} stdout ---\n" \
+               f"{self.stdout_text()}"
+        if len(text) > limit:
+            text = "... (cut) ...\n" + text[-limit:]
+        return text
+
+    def socket_is_socket(self) -> bool:
+        try:
+            return stat.S_ISSOCK(os.lstat(self.socket_path).st_mode)
+        except FileNotFoundError:
+            return False
