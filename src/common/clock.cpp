@@ -1,0 +1,10 @@
+#include "common/clock.h"
+
+namespace trousseau {
+
+Clock& SystemClock() {
+  static RealClock clock;
+  return clock;
+}
+
+}  // namespace trousseau

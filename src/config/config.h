@@ -1,0 +1,85 @@
+// The one Config value: loaded and fully validated before anything starts.
+// The YAML schema is documented in docs/configuration.md; keep them in step.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace trousseau::config {
+
+enum class AuthMethod { kToken, kAppRole, kCert, kJwt, kKubernetes };
+enum class LogLevel { kDebug, kInfo, kWarn, kError };
+enum class SeccompMode { kEnforce, kLog, kDisabled };
+
+struct SocketConfig {
+  std::string path = "/var/run/kmsplugin/trousseau.sock";
+  uint32_t mode = 0600;           // 0600 or 0660
+  std::optional<uint32_t> gid;    // resolved from `group`; required for 0660
+};
+
+struct TlsConfig {
+  std::string ca_file;            // required
+  std::string client_cert_file;   // optional (with client_key_file)
+  std::string client_key_file;
+  std::vector<std::string> spki_pins;  // each "sha256//<base64>"
+  std::string server_name;        // optional
+};
+
+struct AuthConfig {
+  AuthMethod method = AuthMethod::kToken;
+  std::string mount;              // auth mount path; default per method ("approle", "cert", ...)
+  std::string token_file;         // token
+  std::string role_id_file;       // approle
+  std::string secret_id_file;     // approle
+  std::string role;               // jwt, kubernetes
+  std::string jwt_file;           // jwt, kubernetes
+  std::string cert_role;          // cert: the `name` sent to auth/cert/login (optional)
+};
+
+struct VaultConfig {
+  std::vector<std::string> addresses;  // https:// only, no trailing slash, no path
+  std::string namespace_;
+  std::string transit_mount = "transit";
+  std::string transit_key;
+  TlsConfig tls;
+  AuthConfig auth;
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds request_timeout{5000};
+  uint64_t max_response_bytes = 1 << 20;
+};
+
+struct StatusConfig {
+  std::chrono::milliseconds refresh_period{15000};
+  std::chrono::milliseconds stale_after{45000};
+};
+
+struct PrivilegesConfig {
+  uint32_t uid = 65532;
+  uint32_t gid = 65532;
+};
+
+struct Config {
+  SocketConfig socket;
+  VaultConfig vault;
+  StatusConfig status;
+  LogLevel log_level = LogLevel::kInfo;
+  PrivilegesConfig privileges;
+  SeccompMode seccomp = SeccompMode::kEnforce;
+};
+
+// Parses and validates YAML text. On error the status message is one line that names the
+// dotted key (e.g. "vault.tls.ca_file") and what is wrong with it.
+absl::StatusOr<Config> ParseConfig(const std::string& yaml_text);
+
+// Reads the file, then ParseConfig. The message names the file on I/O errors.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// "15s", "500ms", "2m", "1h", "1m30s" -> milliseconds. Rejects negatives, empty, unknown units.
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text);
+
+}  // namespace trousseau::config

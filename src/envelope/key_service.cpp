@@ -1,0 +1,170 @@
+#include "envelope/key_service.h"
+
+#include "common/status.h"
+#include "observability/log.h"
+#include "vault/ciphertext.h"
+
+namespace trousseau::envelope {
+
+bool IsFqdn(std::string_view name) {
+  if (name.empty() || name.size() > 253 || name.find('.') == std::string_view::npos) return false;
+  size_t label = 0;
+  char prev = '.';
+  for (char c : name) {
+    if (c == '.') {
+      if (label == 0 || prev == '-') return false;
+      label = 0;
+    } else {
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+      if (!ok || (label == 0 && c == '-') || ++label > 63) return false;
+    }
+    prev = c;
+  }
+  return label != 0 && prev != '-';
+}
+
+absl::Status CheckPlaintext(std::string_view plaintext) {
+  if (plaintext.empty()) return absl::InvalidArgumentError("plaintext is empty");
+  if (plaintext.size() > kMaxPlaintextBytes) {
+    return absl::InvalidArgumentError("plaintext is " + std::to_string(plaintext.size()) +
+                                      " bytes; the limit is " + std::to_string(kMaxPlaintextBytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDecryptInput(std::string_view ciphertext, std::string_view key_id,
+                               const std::map<std::string, std::string>& annotations) {
+  if (key_id.size() > kMaxKeyIdBytes) {
+    return absl::InvalidArgumentError("key_id is " + std::to_string(key_id.size()) +
+                                      " bytes; the limit is " + std::to_string(kMaxKeyIdBytes));
+  }
+  size_t total = 0;
+  for (const auto& [k, v] : annotations) {
+    if (!IsFqdn(k)) {
+      return absl::InvalidArgumentError("annotation key is not a fully qualified domain name: \"" +
+                                        k.substr(0, 64) + "\"");
+    }
+    total += k.size() + v.size();
+  }
+  if (total > kMaxAnnotationBytes) {
+    return absl::InvalidArgumentError("annotations are " + std::to_string(total) +
+                                      " bytes; the limit is " + std::to_string(kMaxAnnotationBytes));
+  }
+  return vault::ParseCiphertextVersion(ciphertext).status();
+}
+
+TransitKeyService::TransitKeyService(vault::TransitClient& transit, Clock& clock,
+                                     TransitKeyServiceOptions options)
+    : transit_(transit),
+      clock_(clock),
+      opts_(std::move(options)),
+      identity_((opts_.namespace_.empty() ? "" : opts_.namespace_ + "/") + transit.mount() + "/" +
+                transit.key()) {}
+
+TransitKeyService::~TransitKeyService() { Stop(); }
+
+std::string TransitKeyService::KeyIdFor(int64_t version) const {
+  return identity_ + ":v" + std::to_string(version);
+}
+
+absl::StatusOr<EncryptResult> TransitKeyService::Encrypt(std::string_view plaintext,
+                                                         Deadline deadline) {
+  RETURN_IF_ERROR(CheckPlaintext(plaintext));
+  int64_t version = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    version = latest_version_;
+  }
+  ASSIGN_OR_RETURN(vault::Wrapped w, transit_.Encrypt(plaintext, version, deadline));
+  if (w.ciphertext.size() > vault::kMaxCiphertextBytes) {
+    return absl::InternalError("Vault returned a " + std::to_string(w.ciphertext.size()) +
+                               "-byte ciphertext; KMS v2 allows at most " +
+                               std::to_string(vault::kMaxCiphertextBytes));
+  }
+  EncryptResult out;
+  out.key_id = KeyIdFor(w.version);  // from the ciphertext itself: cannot disagree with it
+  out.ciphertext = std::move(w.ciphertext);
+  out.node = std::move(w.node);
+  return out;
+}
+
+absl::StatusOr<DecryptResult> TransitKeyService::Decrypt(
+    std::string_view ciphertext, std::string_view key_id,
+    const std::map<std::string, std::string>& annotations, Deadline deadline) {
+  RETURN_IF_ERROR(CheckDecryptInput(ciphertext, key_id, annotations));
+  ASSIGN_OR_RETURN(vault::Unwrapped u, transit_.Decrypt(ciphertext, deadline));
+  DecryptResult out;
+  out.plaintext = std::move(u.plaintext);
+  out.node = std::move(u.node);
+  return out;
+}
+
+HealthSnapshot TransitKeyService::Health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  HealthSnapshot h;
+  if (latest_version_ > 0) h.key_id = KeyIdFor(latest_version_);
+  const auto age = clock_.Now() - last_ok_at_;
+  if (!ever_ok_) {
+    h.healthz = last_error_.empty() ? "no successful Vault check yet"
+                                    : "no successful Vault check yet: " + last_error_;
+  } else if (!last_ok_) {
+    h.healthz = "last Vault check failed: " + last_error_;
+  } else if (age > opts_.stale_after) {
+    h.healthz = "last successful Vault check is older than status.stale_after";
+  } else {
+    h.healthz = "ok";
+  }
+  return h;
+}
+
+void TransitKeyService::RefreshOnce() {
+  const Deadline deadline = clock_.Now() + opts_.check_timeout;
+  auto info = transit_.ReadKey(deadline);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (info.ok()) {
+    if (info->latest_version != latest_version_) {
+      log::Info("key.version", latest_version_ == 0 ? "transit key found" : "transit key rotated",
+                {{"key_id", KeyIdFor(info->latest_version)},
+                 {"previous_key_id", latest_version_ ? KeyIdFor(latest_version_) : ""}});
+    }
+    if (!last_ok_) log::Info("health", "Vault check succeeded", {{"key_id", KeyIdFor(info->latest_version)}});
+    latest_version_ = info->latest_version;
+    last_ok_ = true;
+    ever_ok_ = true;
+    last_ok_at_ = clock_.Now();
+    last_error_.clear();
+  } else {
+    if (last_ok_ || last_error_ != info.status().message()) {
+      log::Warn("health", "Vault check failed", {{"error", std::string(info.status().message())}});
+    }
+    last_ok_ = false;
+    last_error_ = std::string(info.status().message());
+  }
+}
+
+void TransitKeyService::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (thread_.joinable()) return;
+  stop_ = false;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void TransitKeyService::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void TransitKeyService::Run() {
+  for (;;) {
+    RefreshOnce();
+    std::unique_lock<std::mutex> lock(mu_);
+    const auto until = clock_.Now() + opts_.refresh_period;
+    if (clock_.WaitUntil(lock, cv_, until, [this] { return stop_; })) return;
+  }
+}
+
+}  // namespace trousseau::envelope

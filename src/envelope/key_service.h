@@ -1,0 +1,106 @@
+// KeyService: what the gRPC adapters call. It enforces the KMS limits, names keys (key_id),
+// and keeps the health and current key_id fresh in the background so Status never waits.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "hardening/secret_buffer.h"
+#include "vault/transit_client.h"
+
+namespace trousseau::envelope {
+
+inline constexpr size_t kMaxPlaintextBytes = 64 * 1024;
+inline constexpr size_t kMaxKeyIdBytes = 1024;
+inline constexpr size_t kMaxAnnotationBytes = 32 * 1024;
+
+struct EncryptResult {
+  std::string ciphertext;
+  std::string key_id;
+  std::map<std::string, std::string> annotations;
+  std::string node;
+};
+
+struct DecryptResult {
+  SecretBuffer plaintext;
+  std::string node;
+};
+
+struct HealthSnapshot {
+  std::string healthz;  // "ok" or the reason it is not
+  std::string key_id;   // empty until the first successful check
+};
+
+class KeyService {
+ public:
+  virtual ~KeyService() = default;
+  virtual absl::StatusOr<EncryptResult> Encrypt(std::string_view plaintext, Deadline deadline) = 0;
+  virtual absl::StatusOr<DecryptResult> Decrypt(
+      std::string_view ciphertext, std::string_view key_id,
+      const std::map<std::string, std::string>& annotations, Deadline deadline) = 0;
+  // Never blocks on Vault.
+  virtual HealthSnapshot Health() const = 0;
+};
+
+// Validates caller input against the KMS contract's limits (shared by both API versions).
+absl::Status CheckPlaintext(std::string_view plaintext);
+absl::Status CheckDecryptInput(std::string_view ciphertext, std::string_view key_id,
+                               const std::map<std::string, std::string>& annotations);
+// A fully qualified domain name, as kube-apiserver requires of annotation keys.
+bool IsFqdn(std::string_view name);
+
+struct TransitKeyServiceOptions {
+  std::string namespace_;  // part of the key identity
+  std::chrono::milliseconds refresh_period{15000};
+  std::chrono::milliseconds stale_after{45000};
+  std::chrono::milliseconds check_timeout{5000};
+};
+
+class TransitKeyService final : public KeyService {
+ public:
+  TransitKeyService(vault::TransitClient& transit, Clock& clock, TransitKeyServiceOptions options);
+  ~TransitKeyService() override;
+
+  absl::StatusOr<EncryptResult> Encrypt(std::string_view plaintext, Deadline deadline) override;
+  absl::StatusOr<DecryptResult> Decrypt(std::string_view ciphertext, std::string_view key_id,
+                                        const std::map<std::string, std::string>& annotations,
+                                        Deadline deadline) override;
+  HealthSnapshot Health() const override;
+
+  // One health check now (the background thread calls this every refresh period).
+  void RefreshOnce();
+  // Starts/stops the background refresher.
+  void Start();
+  void Stop();
+
+  // "<namespace/>mount/key:v<N>": stable across server addresses, changes on rotation.
+  std::string KeyIdFor(int64_t version) const;
+
+ private:
+  void Run();
+
+  vault::TransitClient& transit_;
+  Clock& clock_;
+  const TransitKeyServiceOptions opts_;
+  const std::string identity_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool ever_ok_ = false;
+  bool last_ok_ = false;
+  SteadyTime last_ok_at_{};
+  std::string last_error_;
+  int64_t latest_version_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace trousseau::envelope

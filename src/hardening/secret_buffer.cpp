@@ -1,0 +1,158 @@
+#include "hardening/secret_buffer.h"
+#include "hardening/wiping_allocator.h"
+
+#include <openssl/crypto.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+
+namespace trousseau {
+namespace {
+
+std::atomic<size_t> g_locked_bytes{0};
+std::atomic<size_t> g_lock_failures{0};
+
+size_t PageSize() {
+  static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+size_t RoundToPages(size_t n) {
+  const size_t page = PageSize();
+  return ((n + page - 1) / page) * page;
+}
+
+}  // namespace
+
+void SecureWipe(void* p, size_t n) {
+  if (p != nullptr && n != 0) OPENSSL_cleanse(p, n);
+}
+
+SecretBuffer::SecretBuffer(size_t capacity) { reserve(capacity); }
+
+SecretBuffer SecretBuffer::CopyOf(std::string_view bytes) {
+  SecretBuffer b(bytes.size());
+  b.append(bytes);
+  return b;
+}
+
+SecretBuffer::SecretBuffer(SecretBuffer&& other) noexcept
+    : data_(other.data_), size_(other.size_), capacity_(other.capacity_), locked_(other.locked_) {
+  other.data_ = nullptr;
+  other.size_ = other.capacity_ = 0;
+  other.locked_ = false;
+}
+
+SecretBuffer& SecretBuffer::operator=(SecretBuffer&& other) noexcept {
+  if (this != &other) {
+    Release();
+    data_ = other.data_;
+    size_ = other.size_;
+    capacity_ = other.capacity_;
+    locked_ = other.locked_;
+    other.data_ = nullptr;
+    other.size_ = other.capacity_ = 0;
+    other.locked_ = false;
+  }
+  return *this;
+}
+
+SecretBuffer::~SecretBuffer() { Release(); }
+
+void SecretBuffer::Release() {
+  if (data_ == nullptr) return;
+  const size_t mapped = RoundToPages(capacity_);
+  OPENSSL_cleanse(data_, mapped);
+  if (locked_) {
+    munlock(data_, mapped);
+    g_locked_bytes -= mapped;
+  }
+  munmap(data_, mapped);
+  data_ = nullptr;
+  size_ = capacity_ = 0;
+  locked_ = false;
+}
+
+void SecretBuffer::reserve(size_t n) {
+  if (n <= capacity_ && data_ != nullptr) return;
+  const size_t mapped = RoundToPages(std::max<size_t>(n, 1));
+  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  // Keep secrets out of core dumps and (fork is never used, but) out of children.
+  madvise(p, mapped, MADV_DONTDUMP);
+  madvise(p, mapped, MADV_WIPEONFORK);
+  bool locked = mlock(p, mapped) == 0;
+  if (locked) {
+    g_locked_bytes += mapped;
+  } else {
+    ++g_lock_failures;
+  }
+  auto* fresh = static_cast<uint8_t*>(p);
+  if (size_ != 0) std::memcpy(fresh, data_, size_);
+  const size_t keep = size_;
+  Release();
+  data_ = fresh;
+  size_ = keep;
+  capacity_ = mapped;
+  locked_ = locked;
+}
+
+void SecretBuffer::resize(size_t n) {
+  if (n > capacity_ || data_ == nullptr) reserve(std::max(n, capacity_ * 2));
+  if (n > size_) {
+    std::memset(data_ + size_, 0, n - size_);
+  } else if (n < size_) {
+    OPENSSL_cleanse(data_ + n, size_ - n);
+  }
+  size_ = n;
+}
+
+void SecretBuffer::append(const void* bytes, size_t n) {
+  if (n == 0) {
+    if (data_ == nullptr) reserve(1);
+    return;
+  }
+  if (size_ + n > capacity_ || data_ == nullptr) reserve(std::max(size_ + n, capacity_ * 2));
+  std::memcpy(data_ + size_, bytes, n);
+  size_ += n;
+}
+
+void SecretBuffer::clear() {
+  if (data_ != nullptr) OPENSSL_cleanse(data_, capacity_);
+  size_ = 0;
+}
+
+SecretBuffer SecretBuffer::Clone() const { return CopyOf(view()); }
+
+bool SecretBuffer::Equals(std::string_view other) const {
+  if (other.size() != size_) return false;
+  if (size_ == 0) return true;
+  return CRYPTO_memcmp(data_, other.data(), size_) == 0;
+}
+
+size_t SecretBuffer::LockedBytes() { return g_locked_bytes.load(); }
+size_t SecretBuffer::LockFailures() { return g_lock_failures.load(); }
+
+}  // namespace trousseau
+
+namespace trousseau {
+
+// noinline + a volatile-free cleanse of a large local array: the array occupies the stack
+// region that callees of the request handler used, and OPENSSL_cleanse cannot be elided.
+__attribute__((noinline)) void ScrubStackImpl(std::size_t bytes) {
+  constexpr std::size_t kChunk = 16 * 1024;
+  unsigned char area[kChunk];
+  OPENSSL_cleanse(area, sizeof(area));
+  if (bytes > kChunk) ScrubStackImpl(bytes - kChunk);
+  __asm__ __volatile__("" : : "r"(area) : "memory");
+}
+
+}  // namespace trousseau
+
+namespace trousseau {
+void ScrubStack(std::size_t bytes) { ScrubStackImpl(bytes); }
+}  // namespace trousseau

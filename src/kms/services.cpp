@@ -1,0 +1,170 @@
+#include "kms/services.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "hardening/secret_buffer.h"
+#include "hardening/wiping_allocator.h"
+#include "observability/log.h"
+
+namespace trousseau::kms {
+namespace {
+
+constexpr auto kMaxCallTime = std::chrono::milliseconds(30000);
+
+const char* CodeName(absl::StatusCode c) {
+  switch (c) {
+    case absl::StatusCode::kOk: return "OK";
+    case absl::StatusCode::kCancelled: return "CANCELLED";
+    case absl::StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
+    case absl::StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
+    case absl::StatusCode::kNotFound: return "NOT_FOUND";
+    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
+    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
+    case absl::StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
+    case absl::StatusCode::kUnavailable: return "UNAVAILABLE";
+    case absl::StatusCode::kInternal: return "INTERNAL";
+    default: return "UNKNOWN";
+  }
+}
+
+std::string_view Clip(std::string_view s, size_t n) { return s.substr(0, std::min(s.size(), n)); }
+
+// Wipes a protobuf bytes field that held a plaintext, in the message gRPC owns.
+void WipeField(const std::string& field) {
+  auto& s = const_cast<std::string&>(field);
+  SecureWipe(s.data(), s.size());
+}
+
+// Times one call and writes its audit record when it goes out of scope.
+class CallRecord {
+ public:
+  CallRecord(std::string_view api, std::string_view op, std::string_view uid)
+      : start_(std::chrono::steady_clock::now()) {
+    rec_.api = api;
+    rec_.operation = op;
+    rec_.uid = Clip(uid, 128);
+  }
+  ~CallRecord() {
+    rec_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - start_);
+    rec_.code = CodeName(status_.code());
+    rec_.detail = std::string_view(status_.message().data(), status_.message().size());
+    rec_.key_id = key_id_;
+    rec_.vault_node = node_;
+    log::Audit(rec_);
+    // Dead frames below us held plaintext-derived bytes (base64, JSON, TLS records).
+    ScrubStack();
+  }
+  void Finish(const absl::Status& st) { status_ = st; }
+  void SetKeyId(std::string k) { key_id_ = std::move(k); }
+  void SetNode(std::string n) { node_ = std::move(n); }
+  void SetSizes(size_t in, size_t out) {
+    rec_.input_bytes = in;
+    rec_.output_bytes = out;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+  log::AuditRecord rec_;
+  absl::Status status_;
+  std::string key_id_, node_;
+};
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& st) {
+  if (st.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
+}
+
+Deadline CallDeadline(const grpc::ServerContext* ctx, std::chrono::milliseconds cap) {
+  const auto now = std::chrono::steady_clock::now();
+  Deadline d = now + cap;
+  const auto client = ctx->deadline();  // system_clock; "infinite" when unset
+  const auto left = client - std::chrono::system_clock::now();
+  if (left < cap) d = now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
+  return d;
+}
+
+grpc::Status V2Service::Status(grpc::ServerContext* /*ctx*/, const ::v2::StatusRequest* /*req*/,
+                               ::v2::StatusResponse* resp) {
+  const envelope::HealthSnapshot h = keys_.Health();
+  resp->set_version("v2");
+  resp->set_healthz(h.healthz);
+  resp->set_key_id(h.key_id);
+  if (log::Enabled(log::Level::kDebug)) {
+    log::Debug("kms.status", "status", {{"healthz", h.healthz}, {"key_id", h.key_id}});
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status V2Service::Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptRequest* req,
+                                ::v2::EncryptResponse* resp) {
+  CallRecord rec("v2", "encrypt", req->uid());
+  auto r = keys_.Encrypt(req->plaintext(), CallDeadline(ctx, kMaxCallTime));
+  rec.SetSizes(req->plaintext().size(), r.ok() ? r->ciphertext.size() : 0);
+  WipeField(req->plaintext());
+  rec.Finish(r.status());
+  if (!r.ok()) return ToGrpc(r.status());
+  rec.SetKeyId(r->key_id);
+  rec.SetNode(r->node);
+  resp->set_ciphertext(std::move(r->ciphertext));
+  resp->set_key_id(std::move(r->key_id));
+  for (auto& [k, v] : r->annotations) (*resp->mutable_annotations())[k] = v;
+  return grpc::Status::OK;
+}
+
+grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptRequest* req,
+                                ::v2::DecryptResponse* resp) {
+  CallRecord rec("v2", "decrypt", req->uid());
+  rec.SetKeyId(std::string(Clip(req->key_id(), 1024)));
+  std::map<std::string, std::string> annotations(req->annotations().begin(),
+                                                 req->annotations().end());
+  auto r = keys_.Decrypt(req->ciphertext(), req->key_id(), annotations,
+                         CallDeadline(ctx, kMaxCallTime));
+  rec.Finish(r.status());
+  rec.SetSizes(req->ciphertext().size(), r.ok() ? r->plaintext.size() : 0);
+  if (!r.ok()) return ToGrpc(r.status());
+  rec.SetNode(r->node);
+  resp->set_plaintext(r->plaintext.chars(), r->plaintext.size());
+  return grpc::Status::OK;
+}
+
+grpc::Status V1Beta1Service::Version(grpc::ServerContext* /*ctx*/,
+                                     const ::v1beta1::VersionRequest* /*req*/,
+                                     ::v1beta1::VersionResponse* resp) {
+  resp->set_version("v1beta1");
+  resp->set_runtime_name(kRuntimeName);
+  resp->set_runtime_version(runtime_version_);
+  return grpc::Status::OK;
+}
+
+grpc::Status V1Beta1Service::Encrypt(grpc::ServerContext* ctx,
+                                     const ::v1beta1::EncryptRequest* req,
+                                     ::v1beta1::EncryptResponse* resp) {
+  CallRecord rec("v1beta1", "encrypt", "");
+  auto r = keys_.Encrypt(req->plain(), CallDeadline(ctx, kMaxCallTime));
+  rec.SetSizes(req->plain().size(), r.ok() ? r->ciphertext.size() : 0);
+  WipeField(req->plain());
+  rec.Finish(r.status());
+  if (!r.ok()) return ToGrpc(r.status());
+  rec.SetKeyId(r->key_id);
+  rec.SetNode(r->node);
+  resp->set_cipher(std::move(r->ciphertext));
+  return grpc::Status::OK;
+}
+
+grpc::Status V1Beta1Service::Decrypt(grpc::ServerContext* ctx,
+                                     const ::v1beta1::DecryptRequest* req,
+                                     ::v1beta1::DecryptResponse* resp) {
+  CallRecord rec("v1beta1", "decrypt", "");
+  auto r = keys_.Decrypt(req->cipher(), "", {}, CallDeadline(ctx, kMaxCallTime));
+  rec.Finish(r.status());
+  rec.SetSizes(req->cipher().size(), r.ok() ? r->plaintext.size() : 0);
+  if (!r.ok()) return ToGrpc(r.status());
+  rec.SetNode(r->node);
+  resp->set_plain(r->plaintext.chars(), r->plaintext.size());
+  return grpc::Status::OK;
+}
+
+}  // namespace trousseau::kms

@@ -1,0 +1,221 @@
+// trousseau: a Kubernetes KMS v2 (and v1beta1) plugin backed by Vault/OpenBao Transit.
+// main() reads top to bottom as the startup order; each step says why it is where it is.
+#include <grpcpp/grpcpp.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+#include <google/protobuf/stubs/common.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "envelope/key_service.h"
+#include "hardening/privileges.h"
+#include "kms/services.h"
+#include "kms/socket.h"
+#include "observability/log.h"
+#include "trousseau/version.h"
+#include "vault/curl_transport.h"
+#include "vault/tls_material.h"
+#include "vault/token_file_source.h"
+#include "vault/transit_client.h"
+
+namespace {
+
+using namespace trousseau;
+
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+
+int Die(int code, const std::string& line) {
+  std::fprintf(stderr, "trousseau: %s\n", line.c_str());
+  return code;
+}
+
+void PrintUsage(FILE* out) {
+  std::fprintf(out,
+               "Usage:\n"
+               "  trousseau serve --config FILE         run the KMS plugin\n"
+               "  trousseau check-config --config FILE  validate the config and the files it names\n"
+               "  trousseau version                     print version and linked libraries\n");
+}
+
+int Version() {
+  std::printf("trousseau %s (git %s)\n", TROUSSEAU_VERSION, TROUSSEAU_GIT_REVISION);
+  std::printf("grpc %s\n", grpc::Version().c_str());
+  std::printf("protobuf %s\n",
+              google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION).c_str());
+  std::printf("openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
+  std::printf("libcurl %s\n", vault::CurlTransport::LibraryVersion().c_str());
+  std::printf("kms apis v2, v1beta1\n");
+  return kExitOk;
+}
+
+log::Level ToLogLevel(config::LogLevel l) {
+  switch (l) {
+    case config::LogLevel::kDebug: return log::Level::kDebug;
+    case config::LogLevel::kInfo: return log::Level::kInfo;
+    case config::LogLevel::kWarn: return log::Level::kWarn;
+    case config::LogLevel::kError: return log::Level::kError;
+  }
+  return log::Level::kInfo;
+}
+
+// Everything the serve command builds, in dependency order (destroyed in reverse).
+struct Plugin {
+  std::shared_ptr<const vault::TlsMaterial> tls;
+  std::unique_ptr<vault::TokenSource> tokens;
+  std::unique_ptr<vault::CurlTransport> http;
+  std::unique_ptr<vault::TransitClient> transit;
+  std::unique_ptr<envelope::TransitKeyService> keys;
+  std::unique_ptr<kms::V2Service> v2;
+  std::unique_ptr<kms::V1Beta1Service> v1;
+  std::unique_ptr<grpc::Server> server;
+};
+
+int Serve(const std::string& config_path, bool check_only) {
+  // 1. Config: parsed and validated before anything starts; one line names any bad key.
+  auto cfg = config::LoadConfigFile(config_path);
+  if (!cfg.ok()) return Die(kExitUsage, std::string(cfg.status().message()));
+  log::SetLevel(ToLogLevel(cfg->log_level));
+
+  // SIGTERM/SIGINT are taken by sigwait below; block them before any thread exists.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  // libcurl's global state must be set up while the process is single-threaded.
+  if (auto st = vault::CurlTransport::GlobalInit(); !st.ok()) return Die(kExitRuntime, std::string(st.message()));
+
+  // 2. Trust, identity and credentials into memory, while the files are still readable.
+  Plugin p;
+  auto tls = vault::TlsMaterial::Load(cfg->vault.tls);
+  if (!tls.ok()) return Die(kExitUsage, std::string(tls.status().message()));
+  p.tls = *tls;
+  if (cfg->vault.auth.method != config::AuthMethod::kToken) {
+    return Die(kExitUsage, "vault.auth.method: only \"token\" is implemented in this build");
+  }
+  auto tokens = vault::TokenFileSource::Create(cfg->vault.auth.token_file);
+  if (!tokens.ok()) return Die(kExitUsage, std::string(tokens.status().message()));
+  p.tokens = std::move(*tokens);
+  if (check_only) {
+    std::printf("config ok: %s (vault %s, transit %s/%s, %zu CA certificate(s)%s)\n",
+                config_path.c_str(), cfg->vault.addresses.front().c_str(),
+                cfg->vault.transit_mount.c_str(), cfg->vault.transit_key.c_str(),
+                p.tls->ca_count(), p.tls->has_client_identity() ? ", client certificate" : "");
+    return kExitOk;
+  }
+
+  // Threads started from here on inherit an empty capability bounding set.
+  if (auto st = hardening::ShedBoundingSet(); !st.ok()) return Die(kExitRuntime, std::string(st.message()));
+
+  auto http = vault::CurlTransport::Create(cfg->vault, p.tls);
+  if (!http.ok()) return Die(kExitUsage, std::string(http.status().message()));
+  p.http = std::move(*http);
+  p.transit = std::make_unique<vault::TransitClient>(*p.http, *p.tokens, cfg->vault.transit_mount,
+                                                     cfg->vault.transit_key);
+  envelope::TransitKeyServiceOptions kopts;
+  kopts.namespace_ = cfg->vault.namespace_;
+  kopts.refresh_period = cfg->status.refresh_period;
+  kopts.stale_after = cfg->status.stale_after;
+  kopts.check_timeout = cfg->vault.request_timeout;
+  p.keys = std::make_unique<envelope::TransitKeyService>(*p.transit, SystemClock(), kopts);
+  p.v2 = std::make_unique<kms::V2Service>(*p.keys);
+  p.v1 = std::make_unique<kms::V1Beta1Service>(*p.keys, TROUSSEAU_VERSION);
+
+  // 3. The socket, bound as root if we are root; created 0600 through the umask, then set to
+  //    the configured mode and group.
+  const std::string& sock = cfg->socket.path;
+  auto plan = kms::PrepareSocketPath(sock);
+  if (!plan.ok()) return Die(kExitRuntime, std::string(plan.status().message()));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + sock, grpc::InsecureServerCredentials());
+  builder.RegisterService(p.v2.get());
+  builder.RegisterService(p.v1.get());
+  builder.SetMaxReceiveMessageSize(256 * 1024);
+  builder.SetMaxSendMessageSize(256 * 1024);
+  const mode_t old_umask = umask(0177);
+  p.server = builder.BuildAndStart();
+  umask(old_umask);
+  if (!p.server) return Die(kExitRuntime, "cannot listen on socket " + sock);
+  const bool root = hardening::RunningAsRoot();
+  std::optional<gid_t> sock_group;
+  if (cfg->socket.gid) sock_group = static_cast<gid_t>(*cfg->socket.gid);
+  if (auto st = kms::SecureSocket(sock, *plan, static_cast<mode_t>(cfg->socket.mode), sock_group,
+                                  root ? std::optional<uid_t>(cfg->privileges.uid) : std::nullopt,
+                                  root ? std::optional<gid_t>(cfg->privileges.gid) : std::nullopt);
+      !st.ok()) {
+    p.server->Shutdown();
+    kms::RemoveSocket(sock);
+    return Die(kExitRuntime, std::string(st.message()));
+  }
+
+  // 4. Drop privileges for good, and prove it.
+  if (auto st = hardening::DropPrivileges(cfg->privileges.uid, cfg->privileges.gid); !st.ok()) {
+    p.server->Shutdown();
+    kms::RemoveSocket(sock);
+    return Die(kExitRuntime, std::string(st.message()));
+  }
+  // 5. No way to gain privilege, no core files, no ptrace by our own uid.
+  if (auto st = hardening::LockDown(); !st.ok()) {
+    p.server->Shutdown();
+    return Die(kExitRuntime, std::string(st.message()));
+  }
+
+  // 6. Serve. Health and key_id are refreshed in the background; Status never waits on Vault.
+  p.keys->Start();
+  log::Info("start", "serving", {{"socket", sock},
+                                 {"vault", cfg->vault.addresses},
+                                 {"transit", cfg->vault.transit_mount + "/" + cfg->vault.transit_key},
+                                 {"auth", p.tokens->Describe()},
+                                 {"process", hardening::DescribeProcess()},
+                                 {"version", TROUSSEAU_VERSION}});
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  log::Info("stop", "signal received; finishing in-flight requests", {{"signal", strsignal(sig)}});
+  p.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  p.server->Wait();
+  p.keys->Stop();
+  kms::RemoveSocket(sock);
+  log::Info("stop", "stopped cleanly");
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+    PrintUsage(args.empty() ? stderr : stdout);
+    return args.empty() ? kExitUsage : kExitOk;
+  }
+  const std::string cmd = args[0];
+  if (cmd == "version" || cmd == "--version") return Version();
+  if (cmd == "serve" || cmd == "check-config") {
+    std::string config_path;
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--config" && i + 1 < args.size()) {
+        config_path = args[++i];
+      } else if (args[i].rfind("--config=", 0) == 0) {
+        config_path = args[i].substr(9);
+      } else {
+        PrintUsage(stderr);
+        return Die(kExitUsage, "unknown argument: " + args[i].substr(0, 64));
+      }
+    }
+    if (config_path.empty()) return Die(kExitUsage, cmd + " needs --config FILE");
+    return Serve(config_path, cmd == "check-config");
+  }
+  PrintUsage(stderr);
+  return Die(kExitUsage, "unknown command: " + cmd.substr(0, 64));
+}

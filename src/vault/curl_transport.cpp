@@ -1,0 +1,378 @@
+#include "vault/curl_transport.h"
+
+#include <curl/curl.h>
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/status.h"
+#include "observability/log.h"
+
+namespace trousseau::vault {
+
+struct CurlTransport::Handle {
+  CURL* easy = nullptr;
+  ~Handle() {
+    if (easy != nullptr) curl_easy_cleanup(easy);
+  }
+};
+
+namespace {
+
+constexpr size_t kMaxPooledHandles = 64;
+
+struct WriteTarget {
+  SecretBuffer* body;
+  size_t cap;
+  bool overflow = false;
+};
+
+size_t WriteBody(char* data, size_t size, size_t nmemb, void* userp) {
+  auto* t = static_cast<WriteTarget*>(userp);
+  const size_t n = size * nmemb;
+  if (t->body->size() + n > t->cap) {
+    t->overflow = true;
+    return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+  }
+  t->body->append(data, n);
+  return n;
+}
+
+struct HeaderTarget {
+  std::string location;
+};
+
+// Captures only the Location header (for standby redirects); other headers are ignored.
+size_t ReadHeader(char* data, size_t size, size_t nmemb, void* userp) {
+  const size_t n = size * nmemb;
+  std::string_view line(data, n);
+  constexpr std::string_view kLoc = "location:";
+  if (line.size() > kLoc.size()) {
+    std::string lower(line.substr(0, kLoc.size()));
+    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+    if (lower == kLoc) {
+      std::string_view v = line.substr(kLoc.size());
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.remove_suffix(1);
+      static_cast<HeaderTarget*>(userp)->location = std::string(v.substr(0, 2048));
+    }
+  }
+  return n;
+}
+
+CURLcode ApplyTls(CURL* /*curl*/, void* ssl_ctx, void* userp) {
+  const auto* tls = static_cast<const TlsMaterial*>(userp);
+  return tls->ApplyTo(static_cast<SSL_CTX*>(ssl_ctx)) ? CURLE_OK : CURLE_SSL_CERTPROBLEM;
+}
+
+// "host:port", "[v6]:port" or "host" -> {host, port}; port defaults to 443.
+std::pair<std::string, std::string> SplitHostPort(const std::string& hp) {
+  if (!hp.empty() && hp.front() == '[') {
+    const size_t close = hp.find(']');
+    if (close != std::string::npos && close + 1 < hp.size() && hp[close + 1] == ':') {
+      return {hp.substr(0, close + 1), hp.substr(close + 2)};
+    }
+    return {hp, "443"};
+  }
+  const size_t colon = hp.rfind(':');
+  if (colon == std::string::npos) return {hp, "443"};
+  return {hp.substr(0, colon), hp.substr(colon + 1)};
+}
+
+// scheme://host[:port] of a URL, or "" if it is not https.
+std::string OriginOf(const std::string& url) {
+  constexpr std::string_view kHttps = "https://";
+  if (url.compare(0, kHttps.size(), kHttps) != 0) return "";
+  const size_t end = url.find_first_of("/?#", kHttps.size());
+  return url.substr(0, end);
+}
+
+absl::Status MapCurlError(CURLcode rc, const std::string& node, const char* errbuf,
+                          long timeout_ms, bool overflow, size_t cap, bool* retryable) {
+  std::string detail = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
+  const std::string where = "vault " + node + ": ";
+  *retryable = true;
+  switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+      return absl::DeadlineExceededError(where + "timed out after " + std::to_string(timeout_ms) +
+                                         " ms (" + detail + ")");
+    case CURLE_COULDNT_RESOLVE_HOST:
+      return absl::UnavailableError(where + "cannot resolve host (" + detail + ")");
+    case CURLE_COULDNT_CONNECT:
+      return absl::UnavailableError(where + "cannot connect (" + detail + ")");
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+      return absl::UnavailableError(where +
+                                    "server public key does not match any configured SPKI pin "
+                                    "(vault.tls.spki_pins)");
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+      return absl::UnavailableError(where + "TLS certificate verification failed against the "
+                                    "configured CA (" + detail + ")");
+    case CURLE_SSL_CONNECT_ERROR:
+      return absl::UnavailableError(where + "TLS handshake failed (" + detail + ")");
+    case CURLE_SSL_CERTPROBLEM:
+      *retryable = false;
+      return absl::FailedPreconditionError(where + "TLS client certificate problem (" + detail + ")");
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      *retryable = false;
+      return absl::FailedPreconditionError(where + "refused: only https is allowed");
+    case CURLE_WRITE_ERROR:
+      if (overflow) {
+        *retryable = false;
+        return absl::InternalError(where + "response larger than vault.max_response_bytes (" +
+                                   std::to_string(cap) + ")");
+      }
+      return absl::InternalError(where + "failed writing response (" + detail + ")");
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+      return absl::UnavailableError(where + "connection failed (" + detail + ")");
+    default:
+      return absl::UnavailableError(where + "request failed (" + detail + ")");
+  }
+}
+
+}  // namespace
+
+absl::Status CurlTransport::GlobalInit() {
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    return absl::InternalError("libcurl global initialisation failed");
+  }
+  const curl_version_info_data* v = curl_version_info(CURLVERSION_NOW);
+  if (v->ssl_version == nullptr || std::strncmp(v->ssl_version, "OpenSSL/", 8) != 0) {
+    return absl::FailedPreconditionError(std::string("libcurl must use OpenSSL; it uses ") +
+                                         (v->ssl_version ? v->ssl_version : "no TLS"));
+  }
+  return absl::OkStatus();
+}
+
+std::string CurlTransport::LibraryVersion() { return curl_version(); }
+
+CurlTransport::CurlTransport(const config::VaultConfig& vault,
+                             std::shared_ptr<const TlsMaterial> tls)
+    : cfg_(vault), tls_(std::move(tls)) {
+  for (const auto& pin : cfg_.tls.spki_pins) {
+    if (!pins_.empty()) pins_ += ';';
+    pins_ += pin;
+  }
+}
+
+CurlTransport::~CurlTransport() = default;
+
+absl::StatusOr<std::unique_ptr<CurlTransport>> CurlTransport::Create(
+    const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls) {
+  if (vault.addresses.empty()) return absl::InvalidArgumentError("vault.addresses is empty");
+  if (!tls) return absl::InvalidArgumentError("TLS material is required");
+  for (const auto& a : vault.addresses) {
+    if (a.rfind("https://", 0) != 0) {
+      return absl::InvalidArgumentError("vault.addresses: only https:// is allowed: " + a);
+    }
+  }
+  return std::unique_ptr<CurlTransport>(new CurlTransport(vault, std::move(tls)));
+}
+
+std::string CurlTransport::CurrentNode() const {
+  return cfg_.addresses[preferred_.load() % cfg_.addresses.size()];
+}
+
+std::unique_ptr<CurlTransport::Handle> CurlTransport::Acquire() {
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (!pool_.empty()) {
+      auto h = std::move(pool_.back());
+      pool_.pop_back();
+      return h;
+    }
+  }
+  auto h = std::make_unique<Handle>();
+  h->easy = curl_easy_init();
+  return h;
+}
+
+void CurlTransport::Release(std::unique_ptr<Handle> handle) {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  if (pool_.size() < kMaxPooledHandles) pool_.push_back(std::move(handle));
+}
+
+bool CurlTransport::IsConfiguredNode(const std::string& origin) const {
+  return std::find(cfg_.addresses.begin(), cfg_.addresses.end(), origin) != cfg_.addresses.end();
+}
+
+absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
+  auto handle = Acquire();
+  if (handle->easy == nullptr) return absl::ResourceExhaustedError("libcurl: cannot create a handle");
+  const size_t n = cfg_.addresses.size();
+  const size_t start = preferred_.load() % n;
+  absl::Status last = absl::UnavailableError("vault: no address configured");
+  for (size_t i = 0; i < n; ++i) {
+    if (SystemClock().Now() >= request.deadline) break;
+    const size_t idx = (start + i) % n;
+    std::string node = cfg_.addresses[idx];
+    bool retryable = false;
+    auto resp = SendOnce(*handle, node, request, &retryable);
+    // A standby may answer 307 to the active node: follow once, only to a configured address.
+    if (resp.ok() && resp->status == 307) {
+      const std::string origin = OriginOf(resp->redirect_location);
+      if (!origin.empty() && IsConfiguredNode(origin)) {
+        log::Info("vault.redirect", "following standby redirect to the active node",
+                  {{"from", node}, {"to", origin}});
+        node = origin;
+        resp = SendOnce(*handle, node, request, &retryable);
+      } else {
+        Release(std::move(handle));
+        return absl::UnavailableError("vault " + node +
+                                      ": redirected to an address not in vault.addresses (" +
+                                      origin + "); not followed");
+      }
+    }
+    if (resp.ok()) {
+      const long s = resp->status;
+      const bool node_unhealthy = s == 429 || s == 503 || s == 502;
+      if (!node_unhealthy || i + 1 == n) {
+        if (!node_unhealthy) {
+          auto it = std::find(cfg_.addresses.begin(), cfg_.addresses.end(), node);
+          if (it != cfg_.addresses.end()) {
+            const size_t good = static_cast<size_t>(it - cfg_.addresses.begin());
+            if (good != start) {
+              log::Info("vault.node", "using vault node", {{"node", node}});
+              preferred_ = good;
+            }
+          }
+        }
+        Release(std::move(handle));
+        return resp;
+      }
+      last = absl::UnavailableError("vault " + node + ": answered HTTP " + std::to_string(s));
+      log::Warn("vault.failover", "vault node unavailable, trying the next address",
+                {{"node", node}, {"http_status", s}});
+      continue;
+    }
+    last = resp.status();
+    if (!retryable) break;
+    if (n > 1) {
+      log::Warn("vault.failover", "vault node failed, trying the next address",
+                {{"node", node}, {"error", std::string(last.message())}});
+    }
+  }
+  Release(std::move(handle));
+  return last;
+}
+
+absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::string& node,
+                                                     const HttpRequest& request, bool* retryable) {
+  *retryable = true;
+  CURL* c = h.easy;
+  curl_easy_reset(c);  // keeps the connection cache, clears every option
+
+  const auto now = SystemClock().Now();
+  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(request.deadline - now);
+  long timeout_ms = static_cast<long>(std::min(remaining, cfg_.request_timeout).count());
+  if (timeout_ms <= 0) {
+    return absl::DeadlineExceededError("vault " + node + ": no time left before the deadline");
+  }
+  const long connect_ms = std::min<long>(timeout_ms, static_cast<long>(cfg_.connect_timeout.count()));
+
+  std::string url = node + request.path;
+  std::string connect_to;
+  if (!cfg_.tls.server_name.empty()) {
+    // Connect to the configured address, but verify the certificate for server_name.
+    const auto [host, port] = SplitHostPort(node.substr(8));
+    url = "https://" + cfg_.tls.server_name + ":" + port + request.path;
+    connect_to = cfg_.tls.server_name + ":" + port + ":" + host + ":" + port;
+  }
+
+  char errbuf[CURL_ERROR_SIZE];
+  errbuf[0] = '\0';
+  HttpResponse out;
+  out.node = node;
+  WriteTarget target{&out.body, cfg_.max_response_bytes};
+  HeaderTarget headers_in;
+
+  struct curl_slist* headers = nullptr;
+  struct curl_slist* connect_list = nullptr;
+  SecretBuffer token_header;
+  headers = curl_slist_append(headers, "X-Vault-Request: true");
+  headers = curl_slist_append(headers, "Content-Type: application/json");
+  headers = curl_slist_append(headers, "Expect:");
+  if (!cfg_.namespace_.empty()) {
+    headers = curl_slist_append(headers, ("X-Vault-Namespace: " + cfg_.namespace_).c_str());
+  }
+  if (request.token) {
+    static constexpr std::string_view kTokenHeader = "X-Vault-Token: ";
+    token_header.reserve(kTokenHeader.size() + request.token->size() + 1);
+    token_header.append(kTokenHeader);
+    token_header.append(request.token->view());
+    token_header.append("\0", 1);
+    headers = curl_slist_append(headers, token_header.chars());
+  }
+  if (!connect_to.empty()) connect_list = curl_slist_append(connect_list, connect_to.c_str());
+
+  bool setup_ok = true;
+  auto set = [&](CURLcode rc) { setup_ok = setup_ok && rc == CURLE_OK; };
+  set(curl_easy_setopt(c, CURLOPT_URL, url.c_str()));
+  set(curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https"));
+  set(curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https"));
+  set(curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L));
+  set(curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L));
+  set(curl_easy_setopt(c, CURLOPT_PROXY, ""));
+  set(curl_easy_setopt(c, CURLOPT_NOPROXY, "*"));
+  set(curl_easy_setopt(c, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2)));
+  set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L));
+  set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L));
+  set(curl_easy_setopt(c, CURLOPT_CAINFO, nullptr));
+  set(curl_easy_setopt(c, CURLOPT_CAPATH, nullptr));
+  set(curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, &ApplyTls));
+  set(curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, const_cast<TlsMaterial*>(tls_.get())));
+  if (!pins_.empty()) set(curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pins_.c_str()));
+  if (connect_list != nullptr) set(curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_list));
+  set(curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms));
+  set(curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms));
+  set(curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L));
+  set(curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(cfg_.max_response_bytes)));
+  set(curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf));
+  set(curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers));
+  set(curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &WriteBody));
+  set(curl_easy_setopt(c, CURLOPT_WRITEDATA, &target));
+  set(curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &ReadHeader));
+  set(curl_easy_setopt(c, CURLOPT_HEADERDATA, &headers_in));
+  set(curl_easy_setopt(c, CURLOPT_USERAGENT, "trousseau"));
+  if (request.method == HttpRequest::Method::kPost) {
+    const char* data = request.body ? request.body->chars() : "";
+    const long len = request.body ? static_cast<long>(request.body->size()) : 0L;
+    set(curl_easy_setopt(c, CURLOPT_POST, 1L));
+    set(curl_easy_setopt(c, CURLOPT_POSTFIELDS, data));
+    set(curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, len));
+  } else {
+    set(curl_easy_setopt(c, CURLOPT_HTTPGET, 1L));
+  }
+
+  absl::StatusOr<HttpResponse> result;
+  if (!setup_ok) {
+    *retryable = false;
+    result = absl::InternalError("libcurl rejected an option (libcurl too old?)");
+  } else {
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) {
+      result = MapCurlError(rc, node, errbuf, timeout_ms, target.overflow,
+                            cfg_.max_response_bytes, retryable);
+    } else {
+      long status = 0;
+      curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+      out.status = status;
+      if (status == 307) out.redirect_location = headers_in.location;
+      result = std::move(out);
+    }
+  }
+  // Forget the header list (it held the token) before freeing it.
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, nullptr);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
+  for (curl_slist* p = headers; p != nullptr; p = p->next) SecureWipe(p->data, std::strlen(p->data));
+  curl_slist_free_all(headers);
+  curl_slist_free_all(connect_list);
+  return result;
+}
+
+}  // namespace trousseau::vault

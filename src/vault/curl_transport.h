@@ -1,0 +1,52 @@
+// HttpTransport over libcurl with OpenSSL: HTTPS only, TLS >= 1.2, trust only the configured CA,
+// optional client identity and SPKI pins, no automatic redirects, no proxies, capped responses,
+// keep-alive reuse through a pool of easy handles, failover across the configured addresses.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "vault/http_transport.h"
+#include "vault/tls_material.h"
+
+namespace trousseau::vault {
+
+class CurlTransport final : public HttpTransport {
+ public:
+  // Call once, before any thread starts (libcurl's global init is not thread-safe).
+  static absl::Status GlobalInit();
+
+  static absl::StatusOr<std::unique_ptr<CurlTransport>> Create(
+      const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls);
+  ~CurlTransport() override;
+
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override;
+  std::string CurrentNode() const override;
+
+  // libcurl's version line, for `trousseau version`.
+  static std::string LibraryVersion();
+
+ private:
+  struct Handle;
+  CurlTransport(const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls);
+
+  std::unique_ptr<Handle> Acquire();
+  void Release(std::unique_ptr<Handle> handle);
+  // One attempt against one node. `retryable` tells the caller another node may do better.
+  absl::StatusOr<HttpResponse> SendOnce(Handle& h, const std::string& node,
+                                        const HttpRequest& request, bool* retryable);
+  bool IsConfiguredNode(const std::string& origin) const;
+
+  config::VaultConfig cfg_;
+  std::shared_ptr<const TlsMaterial> tls_;
+  std::string pins_;  // "sha256//a;sha256//b" or empty
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<Handle>> pool_;
+  std::atomic<size_t> preferred_{0};
+};
+
+}  // namespace trousseau::vault

@@ -1,0 +1,190 @@
+#include "vault/transit_client.h"
+
+#include "common/base64.h"
+#include "common/status.h"
+#include "vault/ciphertext.h"
+#include "vault/secret_json.h"
+
+namespace trousseau::vault {
+namespace {
+
+std::string Truncated(std::string_view s, size_t n) {
+  return s.size() <= n ? std::string(s) : std::string(s.substr(0, n)) + "...";
+}
+
+// Reads a non-negative integer field that Vault may send as a number or a numeric string.
+bool ReadInt(const SecretJson& obj, const char* name, int64_t* out) {
+  auto it = obj.find(name);
+  if (it == obj.end()) return false;
+  if (it->is_number_integer()) {
+    *out = it->get<int64_t>();
+    return *out >= 0;
+  }
+  return false;
+}
+
+}  // namespace
+
+TransitClient::TransitClient(HttpTransport& http, TokenSource& tokens, std::string mount,
+                             std::string key)
+    : http_(http), tokens_(tokens), mount_(std::move(mount)), key_(std::move(key)) {}
+
+absl::StatusOr<HttpResponse> TransitClient::Call(HttpRequest::Method method,
+                                                 const std::string& path,
+                                                 const SecretBuffer* body, Deadline deadline) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    ASSIGN_OR_RETURN(auto token, tokens_.Token(deadline));
+    HttpRequest req;
+    req.method = method;
+    req.path = path;
+    req.body = body;
+    req.token = token;
+    req.deadline = deadline;
+    ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
+    if (resp.status == 403 && attempt == 0) {
+      // A bad or expired token: let the source re-read or log in, then try once more.
+      tokens_.Invalidate(token);
+      continue;
+    }
+    return resp;
+  }
+  return absl::InternalError("unreachable");
+}
+
+absl::Status TransitClient::MapHttpError(const HttpResponse& resp, std::string_view op) const {
+  const std::string errors = VaultErrors(resp.body);
+  const std::string where = "vault " + resp.node + ": transit " + std::string(op) + " on " +
+                            mount_ + "/" + key_ + ": ";
+  const std::string said = errors.empty() ? "" : " (vault said: " + errors + ")";
+  const long s = resp.status;
+  if (s == 403) {
+    return absl::PermissionDeniedError(where + "permission denied: the token is invalid, expired "
+                                       "or lacks the policy for this path" + said);
+  }
+  if (s == 400) {
+    if (op == "decrypt") {
+      if (errors.find("min_decryption_version") != std::string::npos ||
+          errors.find("too old") != std::string::npos ||
+          errors.find("disallowed by policy") != std::string::npos) {
+        return absl::FailedPreconditionError(
+            where + "the ciphertext's key version is below the key's min_decryption_version; "
+                    "lower min_decryption_version in Vault to read it, or restore from backup" +
+            said);
+      }
+      return absl::InvalidArgumentError(where + "Vault rejected the ciphertext" + said);
+    }
+    return absl::InvalidArgumentError(where + "Vault rejected the request" + said);
+  }
+  if (s == 404) {
+    return absl::InternalError(where + "not found: check vault.transit.mount and "
+                               "vault.transit.key, and that the key exists" + said);
+  }
+  if (s == 429) return absl::UnavailableError(where + "rate limited (429)" + said);
+  if (s == 503) return absl::UnavailableError(where + "sealed or unavailable (503)" + said);
+  if (s == 502) return absl::UnavailableError(where + "upstream error (502)" + said);
+  if (s == 412) return absl::UnavailableError(where + "not yet consistent (412), retry" + said);
+  if (s == 307) return absl::UnavailableError(where + "redirect not followed (307)" + said);
+  return absl::InternalError(where + "unexpected HTTP " + std::to_string(s) + said);
+}
+
+absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64_t key_version,
+                                               Deadline deadline) {
+  SecretBuffer b64(base64::EncodedLength(plaintext.size()) + 1);
+  b64.resize(base64::EncodedLength(plaintext.size()) + 1);
+  base64::EncodeInto(reinterpret_cast<const uint8_t*>(plaintext.data()), plaintext.size(),
+                     b64.chars());
+  b64.resize(b64.size() - 1);
+  SecretBuffer body;
+  {
+    SecretJson req = SecretJson::object();
+    req["plaintext"] = WipingString(b64.chars(), b64.size());
+    if (key_version > 0) req["key_version"] = key_version;
+    body = DumpSecret(req);
+  }
+  ASSIGN_OR_RETURN(HttpResponse resp, Call(HttpRequest::Method::kPost,
+                                           "/v1/" + mount_ + "/encrypt/" + key_, &body, deadline));
+  if (resp.status != 200) return MapHttpError(resp, "encrypt");
+  auto j = ParseSecret(resp.body);
+  const std::string where = "vault " + resp.node + ": transit encrypt: ";
+  if (!j.ok()) return absl::InternalError(where + "malformed response: " + std::string(j.status().message()));
+  if (!j->is_object() || !j->contains("data") || !(*j)["data"].is_object()) {
+    return absl::InternalError(where + "malformed response: no data object");
+  }
+  const auto& data = (*j)["data"];
+  auto it = data.find("ciphertext");
+  if (it == data.end() || !it->is_string()) {
+    return absl::InternalError(where + "malformed response: no data.ciphertext string");
+  }
+  const auto& ct = it->get_ref<const WipingString&>();
+  Wrapped out;
+  out.ciphertext.assign(ct.data(), ct.size());
+  auto version = ParseCiphertextVersion(out.ciphertext);
+  if (!version.ok()) {
+    return absl::InternalError(where + "Vault returned an unusable ciphertext: " +
+                               std::string(version.status().message()));
+  }
+  out.version = *version;
+  out.node = resp.node;
+  return out;
+}
+
+absl::StatusOr<Unwrapped> TransitClient::Decrypt(std::string_view ciphertext, Deadline deadline) {
+  RETURN_IF_ERROR(ParseCiphertextVersion(ciphertext).status());
+  SecretBuffer body;
+  {
+    SecretJson req = SecretJson::object();
+    req["ciphertext"] = WipingString(ciphertext.data(), ciphertext.size());
+    body = DumpSecret(req);
+  }
+  ASSIGN_OR_RETURN(HttpResponse resp, Call(HttpRequest::Method::kPost,
+                                           "/v1/" + mount_ + "/decrypt/" + key_, &body, deadline));
+  if (resp.status != 200) return MapHttpError(resp, "decrypt");
+  const std::string where = "vault " + resp.node + ": transit decrypt: ";
+  auto j = ParseSecret(resp.body);
+  resp.body.clear();
+  if (!j.ok()) return absl::InternalError(where + "malformed response: " + std::string(j.status().message()));
+  if (!j->is_object() || !j->contains("data") || !(*j)["data"].is_object()) {
+    return absl::InternalError(where + "malformed response: no data object");
+  }
+  const auto& data = (*j)["data"];
+  auto it = data.find("plaintext");
+  if (it == data.end() || !it->is_string()) {
+    return absl::InternalError(where + "malformed response: no data.plaintext string");
+  }
+  const auto& b64 = it->get_ref<const WipingString&>();
+  Unwrapped out;
+  out.plaintext.resize(base64::MaxDecodedLength(b64.size()));
+  auto n = base64::DecodeInto(std::string_view(b64.data(), b64.size()), out.plaintext.data());
+  if (!n.ok()) return absl::InternalError(where + "malformed response: data.plaintext is not base64");
+  out.plaintext.resize(*n);
+  out.node = resp.node;
+  return out;
+}
+
+absl::StatusOr<KeyInfo> TransitClient::ReadKey(Deadline deadline) {
+  ASSIGN_OR_RETURN(HttpResponse resp,
+                   Call(HttpRequest::Method::kGet, "/v1/" + mount_ + "/keys/" + key_, nullptr,
+                        deadline));
+  if (resp.status != 200) return MapHttpError(resp, "read key");
+  const std::string where = "vault " + resp.node + ": transit read key " + mount_ + "/" + key_ + ": ";
+  auto j = ParseSecret(resp.body);
+  if (!j.ok()) return absl::InternalError(where + "malformed response: " + std::string(j.status().message()));
+  if (!j->is_object() || !j->contains("data") || !(*j)["data"].is_object()) {
+    return absl::InternalError(where + "malformed response: no data object");
+  }
+  const auto& data = (*j)["data"];
+  KeyInfo info;
+  if (!ReadInt(data, "latest_version", &info.latest_version) || info.latest_version < 1) {
+    return absl::InternalError(where + "malformed response: no valid data.latest_version");
+  }
+  ReadInt(data, "min_decryption_version", &info.min_decryption_version);
+  ReadInt(data, "min_encryption_version", &info.min_encryption_version);
+  auto t = data.find("type");
+  if (t != data.end() && t->is_string()) {
+    const auto& s = t->get_ref<const WipingString&>();
+    info.type = Truncated(std::string_view(s.data(), s.size()), 64);
+  }
+  return info;
+}
+
+}  // namespace trousseau::vault

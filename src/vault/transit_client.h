@@ -1,0 +1,59 @@
+// Vault/OpenBao Transit operations on one key, with Vault's answers mapped to status codes
+// whose messages name the cause and never carry a secret.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "vault/http_transport.h"
+#include "vault/token_source.h"
+
+namespace trousseau::vault {
+
+struct KeyInfo {
+  int64_t latest_version = 0;
+  int64_t min_decryption_version = 0;
+  int64_t min_encryption_version = 0;
+  std::string type;
+};
+
+struct Wrapped {
+  std::string ciphertext;  // "vault:vN:..."
+  int64_t version = 0;     // N, read from the ciphertext itself
+  std::string node;        // which Vault address served it
+};
+
+struct Unwrapped {
+  SecretBuffer plaintext;
+  std::string node;
+};
+
+class TransitClient {
+ public:
+  TransitClient(HttpTransport& http, TokenSource& tokens, std::string mount, std::string key);
+
+  // key_version 0 means "latest". Passing the version Status reports keeps the key_id that
+  // Encrypt returns equal to the one Status returns, even during a rotation.
+  absl::StatusOr<Wrapped> Encrypt(std::string_view plaintext, int64_t key_version,
+                                  Deadline deadline);
+  absl::StatusOr<Unwrapped> Decrypt(std::string_view ciphertext, Deadline deadline);
+  absl::StatusOr<KeyInfo> ReadKey(Deadline deadline);
+
+  const std::string& mount() const { return mount_; }
+  const std::string& key() const { return key_; }
+
+ private:
+  // Sends with the current token; on 403 invalidates it and retries once with a fresh one.
+  absl::StatusOr<HttpResponse> Call(HttpRequest::Method method, const std::string& path,
+                                    const SecretBuffer* body, Deadline deadline);
+  absl::Status MapHttpError(const HttpResponse& resp, std::string_view op) const;
+
+  HttpTransport& http_;
+  TokenSource& tokens_;
+  const std::string mount_;
+  const std::string key_;
+};
+
+}  // namespace trousseau::vault
