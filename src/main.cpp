@@ -17,6 +17,7 @@
 #include "config/config.h"
 #include "envelope/key_service.h"
 #include "hardening/privileges.h"
+#include "hardening/seccomp.h"
 #include "kms/services.h"
 #include "kms/socket.h"
 #include "observability/log.h"
@@ -172,13 +173,28 @@ int Serve(const std::string& config_path, bool check_only) {
     return Die(kExitRuntime, std::string(st.message()));
   }
 
-  // 6. Serve. Health and key_id are refreshed in the background; Status never waits on Vault.
+  const std::string process = hardening::DescribeProcess();  // reads capabilities: before seccomp
+  // 6. The syscall allowlist, for every thread. Anything outside it kills the process.
+  if (cfg->seccomp != config::SeccompMode::kDisabled) {
+    const auto action = cfg->seccomp == config::SeccompMode::kLog ? hardening::SeccompAction::kLogTrap
+                                                                   : hardening::SeccompAction::kKill;
+    if (auto st = hardening::ApplySeccomp(action); !st.ok()) {
+      p.server->Shutdown();
+      return Die(kExitRuntime, std::string(st.message()));
+    }
+  } else {
+    log::Warn("seccomp", "seccomp.mode is disabled: no syscall filter");
+  }
+
+  // 7. Serve. Health and key_id are refreshed in the background; Status never waits on Vault.
   p.keys->Start();
   log::Info("start", "serving", {{"socket", sock},
                                  {"vault", cfg->vault.addresses},
                                  {"transit", cfg->vault.transit_mount + "/" + cfg->vault.transit_key},
                                  {"auth", p.tokens->Describe()},
-                                 {"process", hardening::DescribeProcess()},
+                                 {"process", process},
+                                 {"seccomp", cfg->seccomp == config::SeccompMode::kEnforce ? "enforce"
+                                             : cfg->seccomp == config::SeccompMode::kLog ? "log" : "disabled"},
                                  {"version", TROUSSEAU_VERSION}});
   int sig = 0;
   sigwait(&stop_signals, &sig);
