@@ -45,7 +45,8 @@ void PrintUsage(FILE* out) {
                "Usage:\n"
                "  trousseau serve --config FILE         run the KMS plugin\n"
                "  trousseau check-config --config FILE  validate the config and the files it names\n"
-               "  trousseau version                     print version and linked libraries\n");
+               "  trousseau version                     print version and linked libraries\n"
+               "  trousseau seccomp-profile             print the container runtime seccomp profile\n");
 }
 
 int Version() {
@@ -217,6 +218,10 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = args[0];
   if (cmd == "version" || cmd == "--version") return Version();
+  if (cmd == "seccomp-profile") {
+    std::fputs(hardening::RuntimeProfileJson().c_str(), stdout);
+    return kExitOk;
+  }
   if (cmd == "serve" || cmd == "check-config") {
     std::string config_path;
     for (size_t i = 1; i < args.size(); ++i) {

@@ -11,7 +11,10 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+
+#include <nlohmann/json.hpp>
 
 namespace trousseau::hardening {
 namespace {
@@ -171,6 +174,37 @@ const std::vector<SeccompRuleInfo>& SeccompAllowlist() {
     return out;
   }();
   return list;
+}
+
+const std::vector<std::string>& StartupSyscalls() {
+  static const std::vector<std::string> list = {
+      // the runtime starts us; the loader maps libraries
+      "execve", "arch_prctl", "set_tid_address", "readlink", "getcwd",
+      // socket directory and socket: created, owned and moded before the drop
+      "mkdir", "mkdirat", "umask", "chmod", "fchmodat", "chown", "fchownat", "fchown",
+      "unlinkat", "listen", "getdents64", "ioctl", "dup", "dup2", "dup3", "fstatfs", "statfs",
+      // thread creation before our filter (ours forces the clone fallback)
+      "clone3",
+      // privilege drop and its proof
+      "setgroups", "setresuid", "setresgid", "setuid", "setgid", "getresuid", "getresgid",
+      "getgroups", "capget", "capset",
+      // lock-down: no_new_privs, dumpable, core limit, the filter itself
+      "seccomp", "prlimit64", "prctl"};
+  return list;
+}
+
+std::string RuntimeProfileJson() {
+  std::vector<std::string> names;
+  for (const auto& r : SeccompAllowlist()) names.push_back(r.syscall);
+  for (const auto& s : StartupSyscalls()) names.push_back(s);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  nlohmann::ordered_json profile = {
+      {"defaultAction", "SCMP_ACT_ERRNO"},
+      {"defaultErrnoRet", 1},
+      {"architectures", {"SCMP_ARCH_X86_64"}},
+      {"syscalls", {{{"names", names}, {"action", "SCMP_ACT_ALLOW"}}}}};
+  return profile.dump(2) + "\n";
 }
 
 absl::Status ApplySeccomp(SeccompAction action) {

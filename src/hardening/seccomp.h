@@ -24,6 +24,15 @@ struct SeccompRuleInfo {
 // the `trousseau seccomp-rules` command and the tests.
 const std::vector<SeccompRuleInfo>& SeccompAllowlist();
 
+// Syscalls the process makes between execve and loading its own filter (privilege drop, socket
+// creation, capability and rlimit changes, the filter load itself). A container runtime's profile
+// must allow these too, since it applies its profile before our process starts.
+const std::vector<std::string>& StartupSyscalls();
+
+// The container runtime profile (OCI / Kubernetes Localhost seccomp JSON): the allowlist plus
+// StartupSyscalls(), without argument filters, everything else failing with EPERM.
+std::string RuntimeProfileJson();
+
 // Builds and loads the filter for all threads. Non-native architectures are killed.
 absl::Status ApplySeccomp(SeccompAction action);
 
