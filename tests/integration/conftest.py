@@ -159,8 +159,11 @@ class PluginFactory:
             if pl.returncode is not None:      # already exited (expected failure or stopped)
                 continue
             if pl.proc.poll() is not None:
-                problems.append(f"{pl.name} died during the test with exit code "
-                                f"{pl.proc.returncode}")
+                rc = pl.proc.returncode
+                why = (" (a clean exit: it got SIGTERM/SIGINT from outside the harness, e.g. "
+                       "another process on this machine killing 'trousseau' by name)"
+                       if rc == 0 else "")
+                problems.append(f"{pl.name} died during the test with exit code {rc}{why}")
                 continue
             try:
                 rc = pl.terminate(10.0)

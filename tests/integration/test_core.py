@@ -139,9 +139,16 @@ def test_v2_encrypt_is_not_deterministic(plugin):
 
 # ------------------------------------------------------------------ input limits
 def test_v2_64_kib_plaintext_is_accepted(plugin, bao):
+    # The brief: plaintext up to 64 KiB is accepted. Its transit ciphertext (~87 KiB) is far
+    # over the 1024-byte KMS v2 ciphertext limit, so a plugin that checks its own output against
+    # that limit cannot satisfy both; this test keeps the 64 KiB promise visible.
     wait_ok(plugin)
     data = os.urandom(MAX_PLAINTEXT)
-    enc = plugin.encrypt(data, timeout=10)
+    try:
+        enc = plugin.encrypt(data, timeout=10)
+    except grpc.RpcError as e:
+        pytest.fail(f"Encrypt of a 64 KiB plaintext failed: {e.code()}: {e.details()}",
+                    pytrace=False)
     assert enc.ciphertext.startswith(b"vault:v")
     assert vault_decrypt(bao, enc.ciphertext) == data
 
