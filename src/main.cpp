@@ -18,13 +18,14 @@
 #include "envelope/key_service.h"
 #include "hardening/privileges.h"
 #include "hardening/seccomp.h"
+#include "hardening/wipe_on_free.h"
 #include "kms/services.h"
 #include "kms/socket.h"
 #include "observability/log.h"
 #include "trousseau/version.h"
 #include "vault/curl_transport.h"
 #include "vault/tls_material.h"
-#include "vault/token_file_source.h"
+#include "vault/auth/factory.h"
 #include "vault/transit_client.h"
 
 namespace {
@@ -46,7 +47,8 @@ void PrintUsage(FILE* out) {
                "  trousseau serve --config FILE         run the KMS plugin\n"
                "  trousseau check-config --config FILE  validate the config and the files it names\n"
                "  trousseau version                     print version and linked libraries\n"
-               "  trousseau seccomp-profile             print the container runtime seccomp profile\n");
+               "  trousseau seccomp-profile             print the container runtime seccomp profile\n"
+               "  trousseau seccomp-rules               list the in-process syscall allowlist\n");
 }
 
 int Version() {
@@ -73,8 +75,8 @@ log::Level ToLogLevel(config::LogLevel l) {
 // Everything the serve command builds, in dependency order (destroyed in reverse).
 struct Plugin {
   std::shared_ptr<const vault::TlsMaterial> tls;
-  std::unique_ptr<vault::TokenSource> tokens;
   std::unique_ptr<vault::CurlTransport> http;
+  std::unique_ptr<vault::TokenSource> tokens;  // a login source uses `http`: destroyed first
   std::unique_ptr<vault::TransitClient> transit;
   std::unique_ptr<envelope::TransitKeyService> keys;
   std::unique_ptr<kms::V2Service> v2;
@@ -87,6 +89,10 @@ int Serve(const std::string& config_path, bool check_only) {
   auto cfg = config::LoadConfigFile(config_path);
   if (!cfg.ok()) return Die(kExitUsage, std::string(cfg.status().message()));
   log::SetLevel(ToLogLevel(cfg->log_level));
+#ifdef TROUSSEAU_WIPE_ON_FREE
+  // Library-owned copies of plaintext (gRPC, Protobuf, libcurl, OpenSSL) are wiped when freed.
+  hardening::SetWipeFreedMemory(cfg->wipe_freed_memory);
+#endif
 
   // SIGTERM/SIGINT are taken by sigwait below; block them before any thread exists.
   sigset_t stop_signals;
@@ -104,12 +110,14 @@ int Serve(const std::string& config_path, bool check_only) {
   auto tls = vault::TlsMaterial::Load(cfg->vault.tls);
   if (!tls.ok()) return Die(kExitUsage, std::string(tls.status().message()));
   p.tls = *tls;
-  if (cfg->vault.auth.method != config::AuthMethod::kToken) {
-    return Die(kExitUsage, "vault.auth.method: only \"token\" is implemented in this build");
+  // Credentials: readable and well protected (a secret_id file open to group/others stops the
+  // start). Login methods read their files again at each login, after the privilege drop.
+  if (auto st = vault::auth::CheckCredentials(
+          cfg->vault.auth, p.tls->has_client_identity(),
+          hardening::RunningAsRoot() ? std::optional<uint32_t>(cfg->privileges.uid) : std::nullopt);
+      !st.ok()) {
+    return Die(kExitUsage, std::string(st.message()));
   }
-  auto tokens = vault::TokenFileSource::Create(cfg->vault.auth.token_file);
-  if (!tokens.ok()) return Die(kExitUsage, std::string(tokens.status().message()));
-  p.tokens = std::move(*tokens);
   if (check_only) {
     std::printf("config ok: %s (vault %s, transit %s/%s, %zu CA certificate(s)%s)\n",
                 config_path.c_str(), cfg->vault.addresses.front().c_str(),
@@ -124,6 +132,11 @@ int Serve(const std::string& config_path, bool check_only) {
   auto http = vault::CurlTransport::Create(cfg->vault, p.tls);
   if (!http.ok()) return Die(kExitUsage, std::string(http.status().message()));
   p.http = std::move(*http);
+  // The token source: a token file read now, or a login method whose thread (and first login)
+  // starts with the first request, after the lock-down below.
+  auto tokens = vault::auth::MakeTokenSource(cfg->vault, *p.http, SystemClock());
+  if (!tokens.ok()) return Die(kExitUsage, std::string(tokens.status().message()));
+  p.tokens = std::move(*tokens);
   p.transit = std::make_unique<vault::TransitClient>(*p.http, *p.tokens, cfg->vault.transit_mount,
                                                      cfg->vault.transit_key);
   envelope::TransitKeyServiceOptions kopts;
@@ -218,6 +231,12 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = args[0];
   if (cmd == "version" || cmd == "--version") return Version();
+  if (cmd == "seccomp-rules") {
+    for (const auto& r : hardening::SeccompAllowlist()) {
+      std::printf("%-20s %s%s\n", r.syscall.c_str(), r.conditional ? "[args] " : "", r.group.c_str());
+    }
+    return kExitOk;
+  }
   if (cmd == "seccomp-profile") {
     std::fputs(hardening::RuntimeProfileJson().c_str(), stdout);
     return kExitOk;

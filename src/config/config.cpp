@@ -857,6 +857,19 @@ absl::Status ParseSeccomp(const Section& root, SeccompMode& mode) {
                               mode);
 }
 
+absl::Status ParseHygiene(const Section& root, bool& wipe_freed_memory) {
+  Section s;
+  if (absl::Status st = SubSection(root, "hygiene", {"wipe_freed_memory"}, s); !st.ok()) return st;
+  enum class Flag { kOff, kOn };
+  Flag f = wipe_freed_memory ? Flag::kOn : Flag::kOff;
+  if (absl::Status st = GetEnum<Flag>(s, "wipe_freed_memory", {{"true", Flag::kOn}, {"false", Flag::kOff}}, f);
+      !st.ok()) {
+    return st;
+  }
+  wipe_freed_memory = f == Flag::kOn;
+  return absl::OkStatus();
+}
+
 absl::Status CheckDocuments(const std::vector<YAML::Node>& docs) {
   if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
     return Error("the file is empty; see docs/configuration.md");
@@ -876,7 +889,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = CheckDocuments(docs); !st.ok()) return st;
   Section root;
   if (absl::Status st = OpenSection(docs[0], "", {"socket", "vault", "status", "log",
-                                                  "privileges", "seccomp"}, root);
+                                                  "privileges", "seccomp", "hygiene"}, root);
       !st.ok()) {
     return st;
   }
@@ -887,6 +900,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = ParseLog(root, config.log_level); !st.ok()) return st;
   if (absl::Status st = ParsePrivileges(root, config.privileges); !st.ok()) return st;
   if (absl::Status st = ParseSeccomp(root, config.seccomp); !st.ok()) return st;
+  if (absl::Status st = ParseHygiene(root, config.wipe_freed_memory); !st.ok()) return st;
   return config;
 }
 

@@ -70,6 +70,7 @@ struct Config {
   LogLevel log_level = LogLevel::kInfo;
   PrivilegesConfig privileges;
   SeccompMode seccomp = SeccompMode::kEnforce;
+  bool wipe_freed_memory = true;  // hygiene.wipe_freed_memory: wipe every block the process frees
 };
 
 // Parses and validates YAML text. On error the status message is one line that names the

@@ -32,6 +32,22 @@ absl::Status CheckPlaintext(std::string_view plaintext) {
   return absl::OkStatus();
 }
 
+size_t EstimatedWrappedSize(size_t n) {
+  // "vault:v" + up to 9 digits + ":" + base64(12-byte nonce + n + 16-byte tag)
+  return 7 + 9 + 1 + 4 * ((vault::kMinSealedBytes + n + 2) / 3);
+}
+
+absl::Status CheckV2WrappedSizeFits(std::string_view plaintext) {
+  const size_t wrapped = EstimatedWrappedSize(plaintext.size());
+  if (wrapped > vault::kMaxCiphertextBytes) {
+    return absl::InvalidArgumentError(
+        "plaintext is " + std::to_string(plaintext.size()) + " bytes; wrapped it would be about " +
+        std::to_string(wrapped) + " bytes, over the KMS v2 ciphertext limit of " +
+        std::to_string(vault::kMaxCiphertextBytes) + " (KMS v2 plaintexts are 32-byte seeds)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckDecryptInput(std::string_view ciphertext, std::string_view key_id,
                                const std::map<std::string, std::string>& annotations) {
   if (key_id.size() > kMaxKeyIdBytes) {
@@ -50,7 +66,7 @@ absl::Status CheckDecryptInput(std::string_view ciphertext, std::string_view key
     return absl::InvalidArgumentError("annotations are " + std::to_string(total) +
                                       " bytes; the limit is " + std::to_string(kMaxAnnotationBytes));
   }
-  return vault::ParseCiphertextVersion(ciphertext).status();
+  return vault::ParseCiphertextVersion(ciphertext, vault::kMaxV1CiphertextBytes).status();
 }
 
 TransitKeyService::TransitKeyService(vault::TransitClient& transit, Clock& clock,
@@ -76,11 +92,6 @@ absl::StatusOr<EncryptResult> TransitKeyService::Encrypt(std::string_view plaint
     version = latest_version_;
   }
   ASSIGN_OR_RETURN(vault::Wrapped w, transit_.Encrypt(plaintext, version, deadline));
-  if (w.ciphertext.size() > vault::kMaxCiphertextBytes) {
-    return absl::InternalError("Vault returned a " + std::to_string(w.ciphertext.size()) +
-                               "-byte ciphertext; KMS v2 allows at most " +
-                               std::to_string(vault::kMaxCiphertextBytes));
-  }
   EncryptResult out;
   out.key_id = KeyIdFor(w.version);  // from the ciphertext itself: cannot disagree with it
   out.ciphertext = std::move(w.ciphertext);

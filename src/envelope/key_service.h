@@ -42,6 +42,7 @@ struct HealthSnapshot {
 class KeyService {
  public:
   virtual ~KeyService() = default;
+  // Enforces kMaxPlaintextBytes; the v2 ciphertext cap is the v2 adapter's to check.
   virtual absl::StatusOr<EncryptResult> Encrypt(std::string_view plaintext, Deadline deadline) = 0;
   virtual absl::StatusOr<DecryptResult> Decrypt(
       std::string_view ciphertext, std::string_view key_id,
@@ -54,6 +55,11 @@ class KeyService {
 absl::Status CheckPlaintext(std::string_view plaintext);
 absl::Status CheckDecryptInput(std::string_view ciphertext, std::string_view key_id,
                                const std::map<std::string, std::string>& annotations);
+// KMS v2 caps the ciphertext at 1024 bytes, so a v2 plaintext must be small enough that its
+// Transit wrapping ("vault:vN:" + base64(nonce + plaintext + tag)) fits: about 730 bytes. Checked
+// before any network call. (v1beta1 has no such cap; its limit is kMaxPlaintextBytes.)
+absl::Status CheckV2WrappedSizeFits(std::string_view plaintext);
+size_t EstimatedWrappedSize(size_t plaintext_bytes);
 // A fully qualified domain name, as kube-apiserver requires of annotation keys.
 bool IsFqdn(std::string_view name);
 

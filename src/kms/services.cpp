@@ -5,6 +5,7 @@
 #include "hardening/secret_buffer.h"
 #include "hardening/wiping_allocator.h"
 #include "observability/log.h"
+#include "vault/ciphertext.h"
 
 namespace trousseau::kms {
 namespace {
@@ -101,7 +102,17 @@ grpc::Status V2Service::Status(grpc::ServerContext* /*ctx*/, const ::v2::StatusR
 grpc::Status V2Service::Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptRequest* req,
                                 ::v2::EncryptResponse* resp) {
   CallRecord rec("v2", "encrypt", req->uid());
-  auto r = keys_.Encrypt(req->plaintext(), CallDeadline(ctx, kMaxCallTime));
+  absl::StatusOr<envelope::EncryptResult> r = absl::UnknownError("not run");
+  if (absl::Status fits = envelope::CheckV2WrappedSizeFits(req->plaintext()); !fits.ok()) {
+    r = fits;
+  } else {
+    r = keys_.Encrypt(req->plaintext(), CallDeadline(ctx, kMaxCallTime));
+  }
+  if (r.ok() && r->ciphertext.size() > vault::kMaxCiphertextBytes) {
+    r = absl::InternalError("Vault returned a " + std::to_string(r->ciphertext.size()) +
+                            "-byte ciphertext; KMS v2 allows at most " +
+                            std::to_string(vault::kMaxCiphertextBytes));
+  }
   rec.SetSizes(req->plaintext().size(), r.ok() ? r->ciphertext.size() : 0);
   WipeField(req->plaintext());
   rec.Finish(r.status());
@@ -120,8 +131,12 @@ grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptReq
   rec.SetKeyId(std::string(Clip(req->key_id(), 1024)));
   std::map<std::string, std::string> annotations(req->annotations().begin(),
                                                  req->annotations().end());
-  auto r = keys_.Decrypt(req->ciphertext(), req->key_id(), annotations,
-                         CallDeadline(ctx, kMaxCallTime));
+  absl::StatusOr<envelope::DecryptResult> r = absl::InvalidArgumentError(
+      "ciphertext is " + std::to_string(req->ciphertext().size()) + " bytes; the KMS v2 limit is " +
+      std::to_string(vault::kMaxCiphertextBytes));
+  if (req->ciphertext().size() <= vault::kMaxCiphertextBytes) {
+    r = keys_.Decrypt(req->ciphertext(), req->key_id(), annotations, CallDeadline(ctx, kMaxCallTime));
+  }
   rec.Finish(r.status());
   rec.SetSizes(req->ciphertext().size(), r.ok() ? r->plaintext.size() : 0);
   if (!r.ok()) return ToGrpc(r.status());

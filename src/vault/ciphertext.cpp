@@ -7,13 +7,12 @@
 
 namespace trousseau::vault {
 
-absl::StatusOr<int64_t> ParseCiphertextVersion(std::string_view ct) {
+absl::StatusOr<int64_t> ParseCiphertextVersion(std::string_view ct, size_t max_bytes) {
   constexpr std::string_view kPrefix = "vault:v";
   if (ct.empty()) return absl::InvalidArgumentError("ciphertext is empty");
-  if (ct.size() > kMaxCiphertextBytes) {
+  if (ct.size() > max_bytes) {
     return absl::InvalidArgumentError("ciphertext is " + std::to_string(ct.size()) +
-                                      " bytes; the limit is " +
-                                      std::to_string(kMaxCiphertextBytes));
+                                      " bytes; the limit is " + std::to_string(max_bytes));
   }
   if (ct.substr(0, kPrefix.size()) != kPrefix) {
     return absl::InvalidArgumentError("ciphertext is not a Vault Transit ciphertext "

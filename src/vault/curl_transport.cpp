@@ -18,9 +18,32 @@ struct CurlTransport::Handle {
   }
 };
 
-namespace {
+// Connection cache, DNS cache and TLS sessions shared by all easy handles, with one lock per
+// kind of shared data as libcurl requires.
+struct CurlTransport::Share {
+  CURLSH* sh = nullptr;
+  std::mutex locks[CURL_LOCK_DATA_LAST];
+  static void Lock(CURL* /*h*/, curl_lock_data data, curl_lock_access /*a*/, void* userp) {
+    static_cast<Share*>(userp)->locks[data].lock();
+  }
+  static void Unlock(CURL* /*h*/, curl_lock_data data, void* userp) {
+    static_cast<Share*>(userp)->locks[data].unlock();
+  }
+  Share() {
+    sh = curl_share_init();
+    curl_share_setopt(sh, CURLSHOPT_LOCKFUNC, &Share::Lock);
+    curl_share_setopt(sh, CURLSHOPT_UNLOCKFUNC, &Share::Unlock);
+    curl_share_setopt(sh, CURLSHOPT_USERDATA, this);
+    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  }
+  ~Share() {
+    if (sh != nullptr) curl_share_cleanup(sh);
+  }
+};
 
-constexpr size_t kMaxPooledHandles = 64;
+namespace {
 
 struct WriteTarget {
   SecretBuffer* body;
@@ -152,14 +175,14 @@ std::string CurlTransport::LibraryVersion() { return curl_version(); }
 
 CurlTransport::CurlTransport(const config::VaultConfig& vault,
                              std::shared_ptr<const TlsMaterial> tls)
-    : cfg_(vault), tls_(std::move(tls)) {
+    : cfg_(vault), tls_(std::move(tls)), share_(std::make_unique<Share>()) {
   for (const auto& pin : cfg_.tls.spki_pins) {
     if (!pins_.empty()) pins_ += ';';
     pins_ += pin;
   }
 }
 
-CurlTransport::~CurlTransport() = default;
+CurlTransport::~CurlTransport() = default;  // handles never outlive a Send()
 
 absl::StatusOr<std::unique_ptr<CurlTransport>> CurlTransport::Create(
     const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls) {
@@ -178,22 +201,9 @@ std::string CurlTransport::CurrentNode() const {
 }
 
 std::unique_ptr<CurlTransport::Handle> CurlTransport::Acquire() {
-  {
-    std::lock_guard<std::mutex> lock(pool_mu_);
-    if (!pool_.empty()) {
-      auto h = std::move(pool_.back());
-      pool_.pop_back();
-      return h;
-    }
-  }
   auto h = std::make_unique<Handle>();
   h->easy = curl_easy_init();
   return h;
-}
-
-void CurlTransport::Release(std::unique_ptr<Handle> handle) {
-  std::lock_guard<std::mutex> lock(pool_mu_);
-  if (pool_.size() < kMaxPooledHandles) pool_.push_back(std::move(handle));
 }
 
 bool CurlTransport::IsConfiguredNode(const std::string& origin) const {
@@ -207,7 +217,11 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   const size_t start = preferred_.load() % n;
   absl::Status last = absl::UnavailableError("vault: no address configured");
   for (size_t i = 0; i < n; ++i) {
-    if (SystemClock().Now() >= request.deadline) break;
+    if (SystemClock().Now() >= request.deadline) {
+      // Out of time before (another) attempt: report the deadline, not "no address".
+      if (i == 0) last = absl::DeadlineExceededError("vault: the deadline passed before the request was sent");
+      break;
+    }
     const size_t idx = (start + i) % n;
     std::string node = cfg_.addresses[idx];
     bool retryable = false;
@@ -221,7 +235,6 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
         node = origin;
         resp = SendOnce(*handle, node, request, &retryable);
       } else {
-        Release(std::move(handle));
         return absl::UnavailableError("vault " + node +
                                       ": redirected to an address not in vault.addresses (" +
                                       origin + "); not followed");
@@ -241,7 +254,6 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
             }
           }
         }
-        Release(std::move(handle));
         return resp;
       }
       last = absl::UnavailableError("vault " + node + ": answered HTTP " + std::to_string(s));
@@ -256,7 +268,6 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
                 {{"node", node}, {"error", std::string(last.message())}});
     }
   }
-  Release(std::move(handle));
   return last;
 }
 
@@ -264,7 +275,7 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
                                                      const HttpRequest& request, bool* retryable) {
   *retryable = true;
   CURL* c = h.easy;
-  curl_easy_reset(c);  // keeps the connection cache, clears every option
+  curl_easy_reset(c);  // the same handle serves a redirect retry: start from clean options
 
   const auto now = SystemClock().Now();
   auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(request.deadline - now);
@@ -311,7 +322,10 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
 
   bool setup_ok = true;
   auto set = [&](CURLcode rc) { setup_ok = setup_ok && rc == CURLE_OK; };
+  set(curl_easy_setopt(c, CURLOPT_SHARE, share_->sh));
   set(curl_easy_setopt(c, CURLOPT_URL, url.c_str()));
+  // HTTP/1.1 only: one request per connection at a time, no HTTP/2 library in the data path.
+  set(curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1)));
   set(curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https"));
   set(curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https"));
   set(curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L));

@@ -34,8 +34,10 @@ class CurlTransport final : public HttpTransport {
   struct Handle;
   CurlTransport(const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls);
 
+  // A fresh easy handle per request, so that libcurl's receive buffer (which held the last
+  // answer) is freed, and wiped, when the request ends; keep-alive connections, DNS and TLS
+  // sessions live in the share handle instead.
   std::unique_ptr<Handle> Acquire();
-  void Release(std::unique_ptr<Handle> handle);
   // One attempt against one node. `retryable` tells the caller another node may do better.
   absl::StatusOr<HttpResponse> SendOnce(Handle& h, const std::string& node,
                                         const HttpRequest& request, bool* retryable);
@@ -44,8 +46,8 @@ class CurlTransport final : public HttpTransport {
   config::VaultConfig cfg_;
   std::shared_ptr<const TlsMaterial> tls_;
   std::string pins_;  // "sha256//a;sha256//b" or empty
-  std::mutex pool_mu_;
-  std::vector<std::unique_ptr<Handle>> pool_;
+  struct Share;
+  std::unique_ptr<Share> share_;
   std::atomic<size_t> preferred_{0};
 };
 

@@ -101,6 +101,9 @@ bool TlsMaterial::ApplyTo(SSL_CTX* ctx) const {
   }
   SSL_CTX_set_cert_store(ctx, store);  // takes ownership, frees the old store
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  // Free (and so wipe) TLS record buffers when idle: a kept-alive connection would otherwise
+  // hold the last decrypted record, which may carry a Transit answer.
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   if (key_ == nullptr) return true;
   if (SSL_CTX_use_certificate(ctx, chain_.front()) != 1) return false;
   for (size_t i = 1; i < chain_.size(); ++i) {

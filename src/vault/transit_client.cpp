@@ -118,7 +118,7 @@ absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64
   const auto& ct = it->get_ref<const WipingString&>();
   Wrapped out;
   out.ciphertext.assign(ct.data(), ct.size());
-  auto version = ParseCiphertextVersion(out.ciphertext);
+  auto version = ParseCiphertextVersion(out.ciphertext, kMaxV1CiphertextBytes);
   if (!version.ok()) {
     return absl::InternalError(where + "Vault returned an unusable ciphertext: " +
                                std::string(version.status().message()));
@@ -129,7 +129,7 @@ absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64
 }
 
 absl::StatusOr<Unwrapped> TransitClient::Decrypt(std::string_view ciphertext, Deadline deadline) {
-  RETURN_IF_ERROR(ParseCiphertextVersion(ciphertext).status());
+  RETURN_IF_ERROR(ParseCiphertextVersion(ciphertext, kMaxV1CiphertextBytes).status());
   SecretBuffer body;
   {
     SecretJson req = SecretJson::object();

