@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
+#include <random>
+#include <thread>
 
 #include "common/status.h"
 #include "observability/log.h"
@@ -211,64 +214,106 @@ bool CurlTransport::IsConfiguredNode(const std::string& origin) const {
 }
 
 absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
+  absl::Status last = absl::UnavailableError("vault: no address configured");
+  std::optional<HttpResponse> unhealthy;  // the last 429/502/503 answer, if any
+  for (int pass = 0; pass < kMaxPasses; ++pass) {
+    if (pass > 0) {
+      // Every node failed: back off (bounded, jittered) and go round again, within the deadline.
+      const auto pause = Backoff(pass);
+      if (SystemClock().Now() + pause >= request.deadline) break;
+      log::Warn("vault.retry", "every vault address failed; retrying after a pause",
+                {{"pause_ms", static_cast<int64_t>(pause.count())},
+                 {"error", std::string(last.message())}});
+      std::this_thread::sleep_for(pause);
+    }
+    bool give_up = false;
+    auto resp = TryEachNode(request, &last, &unhealthy, &give_up);
+    if (resp.has_value()) return std::move(*resp);
+    if (give_up) break;
+  }
+  // An HTTP answer (sealed, rate limited) says more than a transport error: let the caller map it.
+  if (unhealthy.has_value() && last.code() != absl::StatusCode::kDeadlineExceeded) {
+    return std::move(*unhealthy);
+  }
+  return last;
+}
+
+std::chrono::milliseconds CurlTransport::Backoff(int pass) {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  const int64_t base = std::min<int64_t>(kBackoffBase.count() << (pass - 1), kBackoffCap.count());
+  std::uniform_int_distribution<int64_t> jitter(base / 2, base + base / 2);
+  return std::chrono::milliseconds(jitter(rng));
+}
+
+std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& request,
+                                                       absl::Status* last,
+                                                       std::optional<HttpResponse>* unhealthy,
+                                                       bool* give_up) {
   auto handle = Acquire();
-  if (handle->easy == nullptr) return absl::ResourceExhaustedError("libcurl: cannot create a handle");
+  if (handle->easy == nullptr) {
+    *last = absl::ResourceExhaustedError("libcurl: cannot create a handle");
+    *give_up = true;
+    return std::nullopt;
+  }
   const size_t n = cfg_.addresses.size();
   const size_t start = preferred_.load() % n;
-  absl::Status last = absl::UnavailableError("vault: no address configured");
   for (size_t i = 0; i < n; ++i) {
     if (SystemClock().Now() >= request.deadline) {
-      // Out of time before (another) attempt: report the deadline, not "no address".
-      if (i == 0) last = absl::DeadlineExceededError("vault: the deadline passed before the request was sent");
-      break;
+      *last = absl::DeadlineExceededError("vault: the deadline passed before the request was "
+                                          "sent (last error: " + std::string(last->message()) + ")");
+      *give_up = true;
+      return std::nullopt;
     }
-    const size_t idx = (start + i) % n;
-    std::string node = cfg_.addresses[idx];
+    std::string node = cfg_.addresses[(start + i) % n];
     bool retryable = false;
     auto resp = SendOnce(*handle, node, request, &retryable);
     // A standby may answer 307 to the active node: follow once, only to a configured address.
     if (resp.ok() && resp->status == 307) {
       const std::string origin = OriginOf(resp->redirect_location);
-      if (!origin.empty() && IsConfiguredNode(origin)) {
-        log::Info("vault.redirect", "following standby redirect to the active node",
-                  {{"from", node}, {"to", origin}});
-        node = origin;
-        resp = SendOnce(*handle, node, request, &retryable);
-      } else {
-        return absl::UnavailableError("vault " + node +
-                                      ": redirected to an address not in vault.addresses (" +
-                                      origin + "); not followed");
+      if (origin.empty() || !IsConfiguredNode(origin)) {
+        *last = absl::UnavailableError("vault " + node +
+                                       ": redirected to an address not in vault.addresses (" +
+                                       (origin.empty() ? "not https" : origin) + "); not followed");
+        continue;
       }
+      log::Info("vault.redirect", "following standby redirect to the active node",
+                {{"from", node}, {"to", origin}});
+      node = origin;
+      resp = SendOnce(*handle, node, request, &retryable);
     }
-    if (resp.ok()) {
-      const long s = resp->status;
-      const bool node_unhealthy = s == 429 || s == 503 || s == 502;
-      if (!node_unhealthy || i + 1 == n) {
-        if (!node_unhealthy) {
-          auto it = std::find(cfg_.addresses.begin(), cfg_.addresses.end(), node);
-          if (it != cfg_.addresses.end()) {
-            const size_t good = static_cast<size_t>(it - cfg_.addresses.begin());
-            if (good != start) {
-              log::Info("vault.node", "using vault node", {{"node", node}});
-              preferred_ = good;
-            }
-          }
-        }
-        return resp;
+    if (!resp.ok()) {
+      *last = resp.status();
+      if (!retryable) {
+        *give_up = true;
+        return std::nullopt;
       }
-      last = absl::UnavailableError("vault " + node + ": answered HTTP " + std::to_string(s));
-      log::Warn("vault.failover", "vault node unavailable, trying the next address",
-                {{"node", node}, {"http_status", s}});
+      if (n > 1) {
+        log::Warn("vault.failover", "vault node failed, trying the next address",
+                  {{"node", node}, {"error", std::string(last->message())}});
+      }
       continue;
     }
-    last = resp.status();
-    if (!retryable) break;
-    if (n > 1) {
-      log::Warn("vault.failover", "vault node failed, trying the next address",
-                {{"node", node}, {"error", std::string(last.message())}});
+    const long s = resp->status;
+    if (s == 429 || s == 502 || s == 503) {
+      // Sealed, rate limited or a broken proxy: another node may serve. If none does, the
+      // caller gets this answer's mapped error after the last pass.
+      *last = absl::UnavailableError("vault " + node + ": answered HTTP " + std::to_string(s));
+      log::Warn("vault.failover", "vault node unavailable, trying the next address",
+                {{"node", node}, {"http_status", s}});
+      *unhealthy = std::move(*resp);
+      continue;
     }
+    auto it = std::find(cfg_.addresses.begin(), cfg_.addresses.end(), node);
+    if (it != cfg_.addresses.end()) {
+      const size_t good = static_cast<size_t>(it - cfg_.addresses.begin());
+      if (good != preferred_.load()) {
+        log::Info("vault.node", "using vault node", {{"node", node}});
+        preferred_ = good;
+      }
+    }
+    return std::move(*resp);
   }
-  return last;
+  return std::nullopt;
 }
 
 absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::string& node,

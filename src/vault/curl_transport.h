@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <memory>
+#include <chrono>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,16 @@ class CurlTransport final : public HttpTransport {
   // answer) is freed, and wiped, when the request ends; keep-alive connections, DNS and TLS
   // sessions live in the share handle instead.
   std::unique_ptr<Handle> Acquire();
+  // Bounded retries: passes over every address, with jittered exponential pauses between passes,
+  // never past the request's deadline.
+  static constexpr int kMaxPasses = 3;
+  static constexpr std::chrono::milliseconds kBackoffBase{100};
+  static constexpr std::chrono::milliseconds kBackoffCap{1000};
+  static std::chrono::milliseconds Backoff(int pass);
+  // One pass over the addresses, starting at the preferred one. Returns an answer to hand to the
+  // caller, or nothing (with *last set; *give_up when another pass cannot help).
+  std::optional<HttpResponse> TryEachNode(const HttpRequest& request, absl::Status* last,
+                                          std::optional<HttpResponse>* unhealthy, bool* give_up);
   // One attempt against one node. `retryable` tells the caller another node may do better.
   absl::StatusOr<HttpResponse> SendOnce(Handle& h, const std::string& node,
                                         const HttpRequest& request, bool* retryable);
