@@ -1,0 +1,32 @@
+// The two token self-service calls the lifecycle needs: lookup-self (TTL and renewability after
+// a login) and renew-self. Messages never contain the token.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "hardening/secret_buffer.h"
+#include "vault/http_transport.h"
+
+namespace trousseau::vault::auth {
+
+struct TokenInfo {
+  std::chrono::seconds ttl{0};  // remaining lifetime; 0 means it does not expire
+  bool renewable = false;
+};
+
+// GET /v1/auth/token/lookup-self -> data.ttl, data.renewable.
+absl::StatusOr<TokenInfo> LookupSelf(HttpTransport& http,
+                                     const std::shared_ptr<const SecretBuffer>& token,
+                                     Deadline deadline);
+
+// POST /v1/auth/token/renew-self {"increment": N} -> auth.lease_duration, auth.renewable.
+// A 403 (revoked, expired or not renewable by policy) is PERMISSION_DENIED; no answer or a 5xx
+// is UNAVAILABLE.
+absl::StatusOr<TokenInfo> RenewSelf(HttpTransport& http,
+                                    const std::shared_ptr<const SecretBuffer>& token,
+                                    std::chrono::seconds increment, Deadline deadline);
+
+}  // namespace trousseau::vault::auth
