@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Plugin vs. direct OpenBao, measured in the same run, on loopback.
+
+Starts a real OpenBao (TLS listener that requires and verifies a client certificate, transit key
+`kubernetes`, a token with only the plugin's policy) and the real `trousseau serve`, both through
+the integration-test library (tests/integration/itlib), then runs `trousseau-bench` for each
+concurrency: plugin status (the gRPC hop alone), plugin encrypt, vault encrypt, plugin decrypt,
+vault decrypt. The `vault` runs use the
+same CA, client certificate/key and token file as the plugin. Samples the plugin's VmRSS/VmHWM
+from /proc/<pid>/status when idle (after start) and after the loaded runs, and the CPU time the
+plugin and OpenBao spend per call. Prints a side-by-side table; stops everything.
+
+Run through bench/run (which builds first); this file only needs the two binaries:
+    .venv/bin/python bench/harness.py --plugin-bin build/release/src/trousseau \\
+        --bench-bin build/release/bench/trousseau-bench
+A benchmark measures: nothing here decides whether a number is good.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+from itlib import stubs  # noqa: E402
+from itlib.openbao import PLUGIN_GID, PLUGIN_UID, OpenBao  # noqa: E402
+from itlib.pki import make_pki  # noqa: E402
+from itlib.plugin import Plugin  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BUDGET_S = 150.0          # stop starting new runs after this; bench/run kills at 170 s
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (and VmSize) in KiB from /proc/<pid>/status."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "VmSize", "Threads"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after "pid (comm)": state is fields[0]; utime and stime are stat fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tcp_active_opens() -> int:
+    """Outgoing TCP connections opened so far in this network namespace (/proc/net/snmp Tcp:
+    ActiveOpens). bench/run gives the benchmark a namespace of its own (BENCH_NETNS=own), so the
+    delta over a run is exactly the connections made to OpenBao, warm-up included; in the shared
+    namespace anything else on the machine is counted too."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("ActiveOpens")])
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.t0 = time.monotonic()
+        self.dir = tempfile.mkdtemp(prefix="trousseau-bench-")
+        os.chmod(self.dir, 0o755)
+        self.bao: OpenBao | None = None
+        self.plugin: Plugin | None = None
+        self.results: list[dict] = []
+        self.rss: dict[str, dict[str, int]] = {}
+        self.skipped: list[str] = []
+
+    # ------------------------------------------------------------------ setup
+    def start(self) -> None:
+        run = os.path.join(self.dir, "run")
+        os.makedirs(run, mode=0o755)
+        if os.geteuid() == 0:
+            os.chown(run, PLUGIN_UID, PLUGIN_GID)  # the plugin drops to 65532 and creates its socket here
+        pki = make_pki(os.path.join(self.dir, "pki"), key_owner=(PLUGIN_UID, PLUGIN_GID))
+        self.bao = OpenBao(self.dir, pki)
+        self.bao.setup()
+        log(f"OpenBao ready at {self.bao.addr} (mTLS) in {self.bao.timings.get('ready', 0):.1f} s")
+        v2, v1 = stubs.generate(os.path.join(self.dir, "stubs"))
+        sock = os.path.join(run, "kms.sock")
+        # The integration suite's default config, with production-like logging and refresh period:
+        # debug logging and a 1 s health refresh would be extra work the plugin does not do in use.
+        cfg = {
+            "socket": {"path": sock},
+            "vault": {
+                "addresses": [self.bao.addr],
+                "transit": {"mount": self.bao.mount, "key": self.bao.key},
+                "tls": {
+                    "ca_file": pki.ca_file,
+                    "client_cert_file": pki.client_cert_file,
+                    "client_key_file": pki.client_key_file,
+                },
+                "auth": {"method": "token", "token_file": self.bao.token_file},
+                "timeouts": {"connect": "2s", "request": "5s"},
+            },
+            "status": {"refresh_period": "15s", "stale_after": "45s"},
+            "log": {"level": "info"},
+            "seccomp": {"mode": os.environ.get("TROUSSEAU_SECCOMP", "enforce")},
+        }
+        self.plugin = Plugin(self.args.plugin_bin, self.dir, "plugin", cfg, v2, v1)
+        self.plugin.socket_path = sock
+        self.plugin.spawn()
+        self.plugin.wait_ready(15.0)
+        self.plugin.wait_healthz(lambda r: r.healthz == "ok", 10.0, "healthz ok")
+        self.plugin.close_channel()  # the harness's own gRPC channel is not part of the load
+        log(f"plugin pid {self.plugin.proc.pid} serving on {sock}")
+
+    # ------------------------------------------------------------------ runs
+    def bench_cmd(self, mode: str, op: str, n: int, c: int) -> list[str]:
+        warmup = max(20, 200 // c)
+        cmd = [self.args.bench_bin, mode, "--n", str(n), "--concurrency", str(c), "--op", op,
+               "--warmup", str(warmup), "--json"]
+        if mode == "plugin":
+            cmd += ["--socket", self.plugin.socket_path]
+        else:
+            p = self.bao.pki
+            cmd += ["--addr", self.bao.addr, "--ca", p.ca_file, "--cert", p.client_cert_file,
+                    "--key", p.client_key_file, "--token-file", self.bao.token_file,
+                    "--mount", self.bao.mount, "--key-name", self.bao.key]
+        return cmd
+
+    def run_one(self, mode: str, op: str, n: int, c: int) -> dict | None:
+        if time.monotonic() - self.t0 > BUDGET_S:
+            self.skipped.append(f"{mode} {op} c={c}")
+            return None
+        ppid, bpid = self.plugin.proc.pid, self.bao.proc.pid
+        cpu_p0, cpu_b0, opens0 = cpu_seconds(ppid), cpu_seconds(bpid), tcp_active_opens()
+        r = subprocess.run(self.bench_cmd(mode, op, n, c), capture_output=True, text=True,
+                           timeout=60)
+        cpu_p1, cpu_b1, opens1 = cpu_seconds(ppid), cpu_seconds(bpid), tcp_active_opens()
+        if r.returncode != 0 or not r.stdout.strip():
+            raise RuntimeError(f"trousseau-bench {mode} {op} c={c} failed (exit {r.returncode}):\n"
+                               f"{r.stdout}{r.stderr}")
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        # CPU per measured call; the warm-up calls are included in the delta, so divide by them too.
+        calls = res["ok"] + res["warmup_per_thread"] * res["concurrency"]
+        res["plugin_cpu_us_per_call"] = (cpu_p1 - cpu_p0) * 1e6 / calls if mode == "plugin" else 0.0
+        res["bao_cpu_us_per_call"] = (cpu_b1 - cpu_b0) * 1e6 / calls
+        res["tcp_connects"] = opens1 - opens0
+        if mode == "plugin":
+            res["plugin_status_after"] = proc_status(ppid)
+        self.results.append(res)
+        log(f"{mode:6} {op:7} c={c:<2} n={n:<5} p50 {res['p50_us']:8.1f} us  "
+            f"p90 {res['p90_us']:8.1f} us  p99 {res['p99_us']:8.1f} us  "
+            f"{res['throughput_per_s']:8.1f}/s  ({res['transport']})")
+        return res
+
+    def run_all(self) -> None:
+        time.sleep(1.0)  # let the startup settle before the idle sample
+        self.rss["idle"] = proc_status(self.plugin.proc.pid)
+        for c in self.args.concurrency:
+            n = self.args.n1 if c == 1 else self.args.n
+            self.run_one("plugin", "status", n, c)   # the gRPC hop alone: Status never calls Vault
+            for op in ("encrypt", "decrypt"):
+                for mode in ("plugin", "vault"):
+                    self.run_one(mode, op, n, c)
+        self.rss["loaded"] = proc_status(self.plugin.proc.pid)
+
+    # ------------------------------------------------------------------ teardown
+    def stop(self) -> None:
+        if self.plugin is not None and self.plugin.proc is not None:
+            try:
+                rc = self.plugin.terminate(10.0)
+                if rc != 0:
+                    log(f"plugin exited with {rc} on SIGTERM; its stderr tail:\n"
+                        f"{self.plugin.stderr_text()[-2000:]}")
+            except Exception as e:  # noqa: BLE001 - report and keep stopping
+                log(f"plugin did not stop cleanly: {e}")
+                self.plugin.kill()
+        if self.bao is not None:
+            self.bao.stop()
+        if self.args.keep:
+            log(f"work dir kept: {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ report
+    def find(self, mode: str, op: str, c: int) -> dict | None:
+        for r in self.results:
+            if r["mode"] == mode and r["op"] == op and r["concurrency"] == c:
+                return r
+        return None
+
+    def report(self) -> str:
+        def us(v):
+            return f"{v:,.0f} µs" if v is not None else "-"
+
+        def per_s(v):
+            return f"{v:,.0f}" if v is not None else "-"
+
+        lines = []
+        hdr = (f"{'op':<8}{'c':>3}  {'plugin p50':>11} {'vault p50':>11} {'overhead':>16}"
+               f"  {'plugin p90':>11} {'vault p90':>11}  {'plugin p99':>11} {'vault p99':>11}"
+               f"  {'plugin/s':>9} {'vault/s':>9}")
+        lines.append(hdr)
+        for c in self.args.concurrency:
+            for op in ("encrypt", "decrypt"):
+                p, v = self.find("plugin", op, c), self.find("vault", op, c)
+                if p is None or v is None:
+                    lines.append(f"{op:<8}{c:>3}  (not run: time budget)")
+                    continue
+                d = p["p50_us"] - v["p50_us"]
+                pct = 100.0 * d / v["p50_us"] if v["p50_us"] else 0.0
+                over = f"{d:+,.0f} µs {pct:+.0f}%"
+                lines.append(
+                    f"{op:<8}{c:>3}  {us(p['p50_us']):>11} {us(v['p50_us']):>11} {over:>16}"
+                    f"  {us(p['p90_us']):>11} {us(v['p90_us']):>11}"
+                    f"  {us(p['p99_us']):>11} {us(v['p99_us']):>11}"
+                    f"  {per_s(p['throughput_per_s']):>9} {per_s(v['throughput_per_s']):>9}")
+        floor = [(c, self.find("plugin", "status", c)) for c in self.args.concurrency]
+        floor = [f"c={c} p50 {r['p50_us']:,.0f} µs, p99 {r['p99_us']:,.0f} µs, "
+                 f"{r['throughput_per_s']:,.0f}/s, plugin CPU {r['plugin_cpu_us_per_call']:,.0f} µs/call"
+                 for c, r in floor if r is not None]
+        if floor:
+            lines.append("")
+            lines.append("gRPC hop alone (plugin Status, never calls Vault): " + "; ".join(floor))
+        lines.append("")
+        netns = os.environ.get("BENCH_NETNS", "shared")
+        lines.append("CPU per call (/proc/<pid>/stat, 10 ms ticks) and new TCP connections to OpenBao "
+                     "(/proc/net/snmp ActiveOpens, warm-up included"
+                     + ("" if netns == "own" else "; SHARED network namespace: other traffic counts")
+                     + "):")
+        for c in self.args.concurrency:
+            for op in ("encrypt", "decrypt"):
+                p, v = self.find("plugin", op, c), self.find("vault", op, c)
+                if p is None or v is None:
+                    continue
+                lines.append(f"  {op:<8}c={c:<3} plugin {p['plugin_cpu_us_per_call']:6.0f} µs"
+                             f"   OpenBao via plugin {p['bao_cpu_us_per_call']:6.0f} µs"
+                             f"   OpenBao direct {v['bao_cpu_us_per_call']:6.0f} µs"
+                             f"   connects: via plugin {p['tcp_connects']:>5}, direct {v['tcp_connects']:>3}")
+        lines.append("")
+        idle, loaded = self.rss.get("idle"), self.rss.get("loaded")
+        if idle:
+            lines.append(f"plugin RSS idle   (1 s after start):    VmRSS {mib(idle['VmRSS']):>10}"
+                         f"   VmHWM {mib(idle['VmHWM']):>10}   threads {idle.get('Threads', '?')}")
+        if loaded:
+            lines.append(f"plugin RSS loaded (after all runs):     VmRSS {mib(loaded['VmRSS']):>10}"
+                         f"   VmHWM {mib(loaded['VmHWM']):>10}   threads {loaded.get('Threads', '?')}")
+        peak_rss = max((r["plugin_status_after"]["VmRSS"] for r in self.results
+                        if "plugin_status_after" in r), default=None)
+        if peak_rss is not None:
+            lines.append(f"plugin VmRSS right after a loaded run, highest seen: {mib(peak_rss)}")
+        transports = sorted({r["transport"] for r in self.results if r["mode"] == "vault"})
+        lines.append("")
+        lines.append(f"plaintext 32 bytes; plugin: KMS v2 gRPC over a Unix socket, one channel shared "
+                     f"by all threads; vault: libcurl {'/'.join(transports) or '?'} over mutual TLS, "
+                     f"one kept-alive connection per thread; same CA, client cert and token.")
+        if self.skipped:
+            lines.append(f"skipped (over the {BUDGET_S:.0f} s budget): {', '.join(self.skipped)}")
+        return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plugin-bin", default=os.path.join(REPO, "build", "release", "src", "trousseau"))
+    ap.add_argument("--bench-bin",
+                    default=os.path.join(REPO, "build", "release", "bench", "trousseau-bench"))
+    ap.add_argument("--n1", type=int, default=int(os.environ.get("BENCH_N1", "3000")),
+                    help="measured calls per run at c=1 (env BENCH_N1)")
+    ap.add_argument("--n", type=int, default=int(os.environ.get("BENCH_N", "8000")),
+                    help="measured calls per run at c>1 (env BENCH_N)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--json-out", help="also write every run's numbers here as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, config)")
+    args = ap.parse_args()
+    # the plugin runs with its work dir as cwd: relative paths would point elsewhere
+    args.plugin_bin = os.path.abspath(args.plugin_bin)
+    args.bench_bin = os.path.abspath(args.bench_bin)
+    for b in (args.plugin_bin, args.bench_bin):
+        if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+            print(f"harness: {b} is not built (run bench/run)", file=sys.stderr)
+            return 2
+
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C so that the finally below stops everything.
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+
+    b = Bench(args)
+    try:
+        b.start()
+        b.run_all()
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); stopping")
+        b.stop()
+        return 130
+    except Exception:
+        if b.plugin is not None:
+            sys.stderr.write(b.plugin.output_text(4000) + "\n")
+        b.stop()
+        raise
+    b.stop()
+    print(b.report())
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"runs": b.results, "rss_kib": b.rss}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,580 @@
+// trousseau-bench: latency and throughput of Encrypt/Decrypt through the plugin (KMS v2 gRPC on
+// its Unix socket) and, as the baseline, straight to Vault/OpenBao Transit over the same mutual
+// TLS (same CA, same client certificate, one kept-alive connection per thread).
+//
+//   trousseau-bench plugin --socket PATH --n N --concurrency C --op encrypt|decrypt|status
+//                   [--json]
+//   trousseau-bench vault --addr https://127.0.0.1:PORT --ca F --cert F --key F --token-file F
+//                   [--mount transit] --key-name kubernetes --n N --concurrency C
+//                   --op encrypt|decrypt [--json]
+//
+// Each of C threads warms up (--warmup calls, default 20: connection set up, TLS handshake done),
+// then all start together and time every call with steady_clock. One line per run: mode, op, n,
+// concurrency, p50/p90/p99 in microseconds, throughput per second. Both modes send the same
+// 32-byte plaintext. `--op status` (plugin only) times the v2 Status call, which never reaches
+// Vault: the floor of the gRPC hop. A benchmark measures: nothing here judges the numbers. A failed call is
+// counted, the first error is printed, and the exit code is 1 (a run with errors is no baseline).
+#include <curl/curl.h>
+#include <grpcpp/grpcpp.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "kms_v2.grpc.pb.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+// The same 32 bytes (the size of a KMS v2 DEK seed) in both modes.
+constexpr std::string_view kPlaintext = "trousseau-bench-32-byte-dek-seed";
+static_assert(kPlaintext.size() == 32);
+constexpr auto kCallTimeout = std::chrono::seconds(10);
+
+const char* const kUsage =
+    "usage:\n"
+    "  trousseau-bench plugin --socket PATH --n N --concurrency C\n"
+    "                  --op encrypt|decrypt|status\n"
+    "                  [--warmup W] [--json]\n"
+    "  trousseau-bench vault --addr https://HOST:PORT --ca FILE --cert FILE --key FILE\n"
+    "                  --token-file FILE [--mount transit] --key-name NAME --n N\n"
+    "                  --concurrency C --op encrypt|decrypt [--warmup W] [--json]\n"
+    "\n"
+    "  --n            measured calls in total, spread over the threads (default 1000)\n"
+    "  --concurrency  threads, each with its own blocking call in flight (default 1)\n"
+    "  --warmup       untimed calls per thread before the clock starts (default 20)\n"
+    "  --json         one JSON object per run instead of the text line\n";
+
+struct Options {
+  std::string mode;
+  std::string op = "encrypt";
+  long n = 1000;
+  long concurrency = 1;
+  long warmup = 20;
+  bool json = false;
+  // plugin
+  std::string socket;
+  // vault
+  std::string addr, ca, cert, key, token_file, mount = "transit", key_name;
+};
+
+[[noreturn]] void Usage(const std::string& why) {
+  std::cerr << "trousseau-bench: " << why << "\n\n" << kUsage;
+  std::exit(2);
+}
+
+long ParsePositive(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const long x = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || end == nullptr || *end != '\0' || x <= 0) {
+    Usage(flag + " needs a positive integer, got \"" + v + "\"");
+  }
+  return x;
+}
+
+Options ParseArgs(int argc, char** argv) {
+  if (argc < 2) Usage("missing mode");
+  Options o;
+  o.mode = argv[1];
+  if (o.mode == "-h" || o.mode == "--help") {
+    std::cout << kUsage;
+    std::exit(0);
+  }
+  if (o.mode != "plugin" && o.mode != "vault") Usage("unknown mode \"" + o.mode + "\"");
+  for (int i = 2; i < argc; ++i) {
+    std::string flag = argv[i];
+    std::string value;
+    bool inline_value = false;
+    if (const size_t eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+      inline_value = true;
+    }
+    if (flag == "--json") {
+      o.json = true;
+      continue;
+    }
+    if (!inline_value) {
+      if (i + 1 >= argc) Usage(flag + " needs a value");
+      value = argv[++i];
+    }
+    if (flag == "--op") o.op = value;
+    else if (flag == "--n") o.n = ParsePositive(flag, value);
+    else if (flag == "--concurrency" || flag == "-c") o.concurrency = ParsePositive(flag, value);
+    else if (flag == "--warmup") o.warmup = ParsePositive(flag, value);
+    else if (flag == "--socket") o.socket = value;
+    else if (flag == "--addr") o.addr = value;
+    else if (flag == "--ca") o.ca = value;
+    else if (flag == "--cert") o.cert = value;
+    else if (flag == "--key") o.key = value;
+    else if (flag == "--token-file") o.token_file = value;
+    else if (flag == "--mount") o.mount = value;
+    else if (flag == "--key-name") o.key_name = value;
+    else Usage("unknown flag " + flag);
+  }
+  if (o.op != "encrypt" && o.op != "decrypt" && o.op != "status") {
+    Usage("--op must be encrypt, decrypt or status");
+  }
+  if (o.op == "status" && o.mode != "plugin") Usage("--op status is for plugin mode only");
+  if (o.concurrency > 1024) Usage("--concurrency is at most 1024");
+  if (o.n < o.concurrency) Usage("--n must be at least --concurrency");
+  if (o.mode == "plugin" && o.socket.empty()) Usage("plugin mode needs --socket");
+  if (o.mode == "vault") {
+    if (o.addr.rfind("https://", 0) != 0) Usage("vault mode needs --addr https://...");
+    if (o.ca.empty() || o.cert.empty() || o.key.empty()) {
+      Usage("vault mode needs --ca, --cert and --key (mutual TLS)");
+    }
+    if (o.token_file.empty()) Usage("vault mode needs --token-file");
+    if (o.key_name.empty()) Usage("vault mode needs --key-name");
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------- base64 (OpenSSL)
+std::string B64Encode(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::optional<std::string> B64Decode(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  std::string out(3 * (in.size() / 4) + 1, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  if (n < 0) return std::nullopt;
+  size_t len = static_cast<size_t>(n);
+  // EVP_DecodeBlock counts the bytes that padding stands for.
+  if (!in.empty() && in.back() == '=') --len;
+  if (in.size() > 1 && in[in.size() - 2] == '=') --len;
+  out.resize(len);
+  return out;
+}
+
+// ---------------------------------------------------------------- one worker's client
+// A Client is used by one thread only. Call() does one operation and returns "" on success or
+// the reason it failed; the caller times it.
+class Client {
+ public:
+  virtual ~Client() = default;
+  virtual std::string Call() = 0;
+  // Connection facts worth printing (e.g. the HTTP version libcurl negotiated).
+  virtual std::string Transport() const { return ""; }
+  // New connections opened so far (-1: not known, e.g. gRPC manages its own).
+  virtual long Connects() const { return -1; }
+};
+
+// ---- plugin: KMS v2 over the Unix socket; all threads share one channel, as kube-apiserver does.
+struct PluginShared {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v2::KeyManagementService::Stub> stub;
+  // for decrypt: what one Encrypt returned
+  v2::DecryptRequest decrypt_request;
+};
+
+void SetDeadline(grpc::ClientContext& ctx) {
+  ctx.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+}
+
+std::string GrpcError(const char* what, const grpc::Status& st) {
+  return std::string(what) + ": gRPC code " + std::to_string(static_cast<int>(st.error_code())) +
+         ": " + st.error_message();
+}
+
+class PluginClient final : public Client {
+ public:
+  PluginClient(const PluginShared& shared, std::string_view op)
+      : s_(shared), decrypt_(op == "decrypt"), status_(op == "status") {
+    enc_.set_plaintext(std::string(kPlaintext));
+    enc_.set_uid("trousseau-bench");
+  }
+  std::string Call() override {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    if (status_) {
+      v2::StatusResponse resp;
+      const grpc::Status st = s_.stub->Status(&ctx, v2::StatusRequest(), &resp);
+      if (!st.ok()) return GrpcError("Status", st);
+      if (resp.version() != "v2") return "Status answered version \"" + resp.version() + "\"";
+      return "";
+    }
+    if (decrypt_) {
+      v2::DecryptResponse resp;
+      const grpc::Status st = s_.stub->Decrypt(&ctx, s_.decrypt_request, &resp);
+      if (!st.ok()) return GrpcError("Decrypt", st);
+      if (resp.plaintext() != kPlaintext) return "Decrypt returned a different plaintext";
+      return "";
+    }
+    v2::EncryptResponse resp;
+    const grpc::Status st = s_.stub->Encrypt(&ctx, enc_, &resp);
+    if (!st.ok()) return GrpcError("Encrypt", st);
+    if (resp.ciphertext().empty() || resp.key_id().empty()) {
+      return "Encrypt returned an empty ciphertext or key_id";
+    }
+    return "";
+  }
+
+ private:
+  const PluginShared& s_;
+  const bool decrypt_;
+  const bool status_;
+  v2::EncryptRequest enc_;
+};
+
+std::string SetupPlugin(const Options& o, PluginShared& shared) {
+  shared.channel = grpc::CreateChannel("unix:" + o.socket, grpc::InsecureChannelCredentials());
+  if (!shared.channel->WaitForConnected(std::chrono::system_clock::now() +
+                                        std::chrono::seconds(5))) {
+    return "cannot connect to unix:" + o.socket + " within 5 s";
+  }
+  shared.stub = v2::KeyManagementService::NewStub(shared.channel);
+  if (o.op == "decrypt") {
+    v2::EncryptRequest req;
+    req.set_plaintext(std::string(kPlaintext));
+    req.set_uid("trousseau-bench-setup");
+    v2::EncryptResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    const grpc::Status st = shared.stub->Encrypt(&ctx, req, &resp);
+    if (!st.ok()) return GrpcError("setup Encrypt", st);
+    shared.decrypt_request.set_ciphertext(resp.ciphertext());
+    shared.decrypt_request.set_key_id(resp.key_id());
+    shared.decrypt_request.set_uid("trousseau-bench");
+    for (const auto& [k, v] : resp.annotations()) {
+      (*shared.decrypt_request.mutable_annotations())[k] = v;
+    }
+  }
+  return "";
+}
+
+// ---- vault: libcurl straight to Transit; one easy handle (one kept-alive connection) per thread.
+struct VaultShared {
+  std::string encrypt_url, decrypt_url;
+  std::string token_header;
+  std::string encrypt_body, decrypt_body;
+};
+
+size_t AppendBody(char* data, size_t size, size_t nmemb, void* userp) {
+  static_cast<std::string*>(userp)->append(data, size * nmemb);
+  return size * nmemb;
+}
+
+class VaultClient final : public Client {
+ public:
+  VaultClient(const Options& o, const VaultShared& s, bool decrypt) : decrypt_(decrypt) {
+    easy_ = curl_easy_init();
+    headers_ = curl_slist_append(headers_, "X-Vault-Request: true");
+    headers_ = curl_slist_append(headers_, "Content-Type: application/json");
+    headers_ = curl_slist_append(headers_, "Expect:");
+    headers_ = curl_slist_append(headers_, s.token_header.c_str());
+    const std::string& body = decrypt ? s.decrypt_body : s.encrypt_body;
+    bool ok = easy_ != nullptr && headers_ != nullptr;
+    auto set = [&](CURLcode rc) { ok = ok && rc == CURLE_OK; };
+    if (ok) {
+      set(curl_easy_setopt(easy_, CURLOPT_URL, (decrypt ? s.decrypt_url : s.encrypt_url).c_str()));
+      set(curl_easy_setopt(easy_, CURLOPT_PROTOCOLS_STR, "https"));
+      set(curl_easy_setopt(easy_, CURLOPT_NOSIGNAL, 1L));
+      set(curl_easy_setopt(easy_, CURLOPT_PROXY, ""));
+      set(curl_easy_setopt(easy_, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2)));
+      set(curl_easy_setopt(easy_, CURLOPT_SSL_VERIFYPEER, 1L));
+      set(curl_easy_setopt(easy_, CURLOPT_SSL_VERIFYHOST, 2L));
+      set(curl_easy_setopt(easy_, CURLOPT_CAINFO, o.ca.c_str()));
+      set(curl_easy_setopt(easy_, CURLOPT_CAPATH, nullptr));
+      set(curl_easy_setopt(easy_, CURLOPT_SSLCERT, o.cert.c_str()));
+      set(curl_easy_setopt(easy_, CURLOPT_SSLKEY, o.key.c_str()));
+      set(curl_easy_setopt(easy_, CURLOPT_TCP_KEEPALIVE, 1L));
+      set(curl_easy_setopt(easy_, CURLOPT_CONNECTTIMEOUT_MS, 2000L));
+      set(curl_easy_setopt(easy_, CURLOPT_TIMEOUT_MS,
+                           static_cast<long>(std::chrono::milliseconds(kCallTimeout).count())));
+      set(curl_easy_setopt(easy_, CURLOPT_HTTPHEADER, headers_));
+      set(curl_easy_setopt(easy_, CURLOPT_POST, 1L));
+      set(curl_easy_setopt(easy_, CURLOPT_POSTFIELDS, body.c_str()));
+      set(curl_easy_setopt(easy_, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size())));
+      set(curl_easy_setopt(easy_, CURLOPT_WRITEFUNCTION, &AppendBody));
+      set(curl_easy_setopt(easy_, CURLOPT_WRITEDATA, &resp_));
+      set(curl_easy_setopt(easy_, CURLOPT_ERRORBUFFER, errbuf_));
+      set(curl_easy_setopt(easy_, CURLOPT_USERAGENT, "trousseau-bench"));
+    }
+    setup_ok_ = ok;
+  }
+  ~VaultClient() override {
+    if (easy_ != nullptr) curl_easy_cleanup(easy_);
+    curl_slist_free_all(headers_);
+  }
+  VaultClient(const VaultClient&) = delete;
+  VaultClient& operator=(const VaultClient&) = delete;
+
+  std::string Call() override {
+    if (!setup_ok_) return "libcurl rejected an option";
+    resp_.clear();
+    errbuf_[0] = '\0';
+    const CURLcode rc = curl_easy_perform(easy_);
+    if (rc != CURLE_OK) {
+      return std::string("libcurl: ") + (errbuf_[0] != '\0' ? errbuf_ : curl_easy_strerror(rc));
+    }
+    long status = 0;
+    curl_easy_getinfo(easy_, CURLINFO_RESPONSE_CODE, &status);
+    long connects = 0;
+    curl_easy_getinfo(easy_, CURLINFO_NUM_CONNECTS, &connects);
+    connects_ += connects;
+    if (status != 200) return "HTTP " + std::to_string(status) + ": " + resp_.substr(0, 300);
+    // Parsing the answer is part of what a direct client has to do, so it is inside the timing.
+    const json j = json::parse(resp_, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("data") || !j["data"].is_object()) {
+      return "malformed response: " + resp_.substr(0, 300);
+    }
+    const json& data = j["data"];
+    if (decrypt_) {
+      if (!data.contains("plaintext") || !data["plaintext"].is_string()) return "no data.plaintext";
+      const auto pt = B64Decode(data["plaintext"].get<std::string>());
+      if (!pt || *pt != kPlaintext) return "decrypt returned a different plaintext";
+      return "";
+    }
+    if (!data.contains("ciphertext") || !data["ciphertext"].is_string() ||
+        data["ciphertext"].get<std::string>().rfind("vault:v", 0) != 0) {
+      return "no data.ciphertext \"vault:v...\"";
+    }
+    return "";
+  }
+
+  const std::string& LastResponse() const { return resp_; }
+  long Connects() const override { return connects_; }
+
+  std::string Transport() const override {
+    long v = 0;
+    curl_easy_getinfo(easy_, CURLINFO_HTTP_VERSION, &v);
+    switch (v) {
+      case CURL_HTTP_VERSION_1_0: return "HTTP/1.0";
+      case CURL_HTTP_VERSION_1_1: return "HTTP/1.1";
+      case CURL_HTTP_VERSION_2_0: return "HTTP/2";
+      case CURL_HTTP_VERSION_3: return "HTTP/3";
+      default: return "HTTP/?";
+    }
+  }
+
+ private:
+  CURL* easy_ = nullptr;
+  curl_slist* headers_ = nullptr;
+  bool setup_ok_ = false;
+  long connects_ = 0;
+  const bool decrypt_;
+  std::string resp_;
+  char errbuf_[CURL_ERROR_SIZE] = {};
+};
+
+std::string ReadToken(const std::string& path, std::string* err) {
+  std::ifstream f(path);
+  if (!f) {
+    *err = "cannot read --token-file " + path;
+    return "";
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string t = ss.str();
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+  if (t.empty()) *err = "--token-file " + path + " is empty";
+  return t;
+}
+
+std::string SetupVault(const Options& o, VaultShared& s) {
+  std::string err;
+  const std::string token = ReadToken(o.token_file, &err);
+  if (!err.empty()) return err;
+  std::string base = o.addr;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  s.encrypt_url = base + "/v1/" + o.mount + "/encrypt/" + o.key_name;
+  s.decrypt_url = base + "/v1/" + o.mount + "/decrypt/" + o.key_name;
+  s.token_header = "X-Vault-Token: " + token;
+  s.encrypt_body = json{{"plaintext", B64Encode(kPlaintext)}}.dump();
+  if (o.op == "decrypt") {
+    // One encrypt (untimed) for a ciphertext to decrypt.
+    VaultClient c(o, s, /*decrypt=*/false);
+    if (std::string e = c.Call(); !e.empty()) return "setup encrypt: " + e;
+    const json j = json::parse(c.LastResponse(), nullptr, false);
+    if (j.is_discarded()) return "setup encrypt: malformed response";
+    s.decrypt_body = json{{"ciphertext", j.at("data").at("ciphertext")}}.dump();
+  }
+  return "";
+}
+
+// ---------------------------------------------------------------- the run
+struct Result {
+  std::vector<int64_t> latencies_ns;
+  long errors = 0;
+  std::string first_error;
+  double wall_s = 0;
+  std::string transport;
+  long connects = -1;  // new connections during the measured calls, or -1 when not known
+};
+
+Result Run(const Options& o, const std::function<std::unique_ptr<Client>()>& make_client) {
+  const size_t threads = static_cast<size_t>(o.concurrency);
+  std::vector<std::vector<int64_t>> per_thread(threads);
+  std::vector<long> errors(threads, 0);
+  std::vector<std::string> first_error(threads);
+  std::vector<std::string> transport(threads);
+  std::vector<long> connects(threads, -1);
+  std::latch ready(static_cast<std::ptrdiff_t>(threads));
+  std::latch go(1);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (size_t t = 0; t < threads; ++t) {
+    const long share = o.n / o.concurrency + (static_cast<long>(t) < o.n % o.concurrency ? 1 : 0);
+    pool.emplace_back([&, t, share] {
+      auto client = make_client();
+      auto note = [&](const std::string& e) {
+        if (errors[t]++ == 0) first_error[t] = e;
+      };
+      for (long i = 0; i < o.warmup; ++i) {
+        if (auto e = client->Call(); !e.empty()) note("warm-up: " + e);
+      }
+      std::vector<int64_t>& lat = per_thread[t];
+      lat.reserve(static_cast<size_t>(share));
+      const long connects_before = client->Connects();
+      ready.count_down();
+      go.wait();
+      for (long i = 0; i < share; ++i) {
+        const auto t0 = Clock::now();
+        std::string e = client->Call();
+        const auto t1 = Clock::now();
+        if (e.empty()) {
+          lat.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+        } else {
+          note(e);
+        }
+      }
+      transport[t] = client->Transport();
+      if (connects_before >= 0) connects[t] = client->Connects() - connects_before;
+    });
+  }
+  ready.wait();
+  const auto start = Clock::now();
+  go.count_down();
+  for (auto& th : pool) th.join();
+  const auto end = Clock::now();
+
+  Result r;
+  r.wall_s = std::chrono::duration<double>(end - start).count();
+  for (size_t t = 0; t < threads; ++t) {
+    r.latencies_ns.insert(r.latencies_ns.end(), per_thread[t].begin(), per_thread[t].end());
+    r.errors += errors[t];
+    if (r.first_error.empty()) r.first_error = first_error[t];
+    if (r.transport.empty()) r.transport = transport[t];
+    if (connects[t] >= 0) r.connects = std::max(r.connects, 0L) + connects[t];
+  }
+  std::sort(r.latencies_ns.begin(), r.latencies_ns.end());
+  return r;
+}
+
+// Nearest-rank percentile in microseconds.
+double PercentileUs(const std::vector<int64_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
+  rank = std::clamp<size_t>(rank, 1, sorted.size());
+  return static_cast<double>(sorted[rank - 1]) / 1000.0;
+}
+
+std::string Fixed(double v, int decimals) {
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(decimals);
+  s << v;
+  return s.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = ParseArgs(argc, argv);
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    std::cerr << "trousseau-bench: libcurl global initialisation failed\n";
+    return 1;
+  }
+  const bool decrypt = o.op == "decrypt";
+  PluginShared plugin;
+  VaultShared vault;
+  std::string err = o.mode == "plugin" ? SetupPlugin(o, plugin) : SetupVault(o, vault);
+  if (!err.empty()) {
+    std::cerr << "trousseau-bench: " << o.mode << " " << o.op << ": " << err << "\n";
+    return 1;
+  }
+  std::function<std::unique_ptr<Client>()> make;
+  if (o.mode == "plugin") {
+    make = [&] { return std::make_unique<PluginClient>(plugin, o.op); };
+  } else {
+    make = [&] { return std::make_unique<VaultClient>(o, vault, decrypt); };
+  }
+  const Result r = Run(o, make);
+  curl_global_cleanup();
+
+  const auto& l = r.latencies_ns;
+  const double ok = static_cast<double>(l.size());
+  double mean = 0;
+  for (int64_t x : l) mean += static_cast<double>(x);
+  mean = l.empty() ? 0 : mean / ok / 1000.0;
+  const double p50 = PercentileUs(l, 50), p90 = PercentileUs(l, 90), p99 = PercentileUs(l, 99);
+  const double min = l.empty() ? 0 : static_cast<double>(l.front()) / 1000.0;
+  const double max = l.empty() ? 0 : static_cast<double>(l.back()) / 1000.0;
+  const double per_s = r.wall_s > 0 ? ok / r.wall_s : 0;
+  const std::string transport = o.mode == "plugin" ? "gRPC/UDS" : r.transport;
+
+  if (o.json) {
+    json j = {{"mode", o.mode},
+              {"op", o.op},
+              {"n", o.n},
+              {"concurrency", o.concurrency},
+              {"warmup_per_thread", o.warmup},
+              {"ok", l.size()},
+              {"errors", r.errors},
+              {"p50_us", p50},
+              {"p90_us", p90},
+              {"p99_us", p99},
+              {"mean_us", mean},
+              {"min_us", min},
+              {"max_us", max},
+              {"wall_s", r.wall_s},
+              {"throughput_per_s", per_s},
+              {"transport", transport},
+              {"new_connections", r.connects},
+              {"plaintext_bytes", kPlaintext.size()}};
+    if (!r.first_error.empty()) j["first_error"] = r.first_error;
+    std::cout << j.dump() << std::endl;
+  } else {
+    std::cout << o.mode << " " << o.op << " n=" << o.n << " c=" << o.concurrency
+              << " p50_us=" << Fixed(p50, 1) << " p90_us=" << Fixed(p90, 1)
+              << " p99_us=" << Fixed(p99, 1) << " throughput_per_s=" << Fixed(per_s, 1)
+              << " errors=" << r.errors << " transport=" << transport;
+    if (r.connects >= 0) std::cout << " new_connections=" << r.connects;
+    std::cout << std::endl;
+  }
+  if (r.errors > 0) {
+    std::cerr << "trousseau-bench: " << r.errors << " failed call(s); first: " << r.first_error
+              << "\n";
+    return 1;
+  }
+  return 0;
+}
