@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <vector>
 
 namespace trousseau {
 namespace {
@@ -24,6 +26,39 @@ size_t PageSize() {
 size_t RoundToPages(size_t n) {
   const size_t page = PageSize();
   return ((n + page - 1) / page) * page;
+}
+
+// Single pages, already mapped, locked (if that worked) and marked DONTDUMP, kept for reuse:
+// most secrets are tiny, and a request would otherwise pay mmap + madvise x2 + mlock and
+// munlock + munmap for each of its few buffers. Pages come back here only after being wiped.
+struct Page {
+  void* p;
+  bool locked;
+};
+class PagePool {
+ public:
+  static constexpr size_t kMaxPages = 256;
+  bool Take(Page* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return false;
+    *out = free_.back();
+    free_.pop_back();
+    return true;
+  }
+  bool Give(Page page) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() >= kMaxPages) return false;
+    free_.push_back(page);
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Page> free_;
+};
+PagePool& Pool() {
+  static PagePool* pool = new PagePool();  // never destroyed: buffers may outlive statics
+  return *pool;
 }
 
 }  // namespace
@@ -67,6 +102,13 @@ void SecretBuffer::Release() {
   if (data_ == nullptr) return;
   const size_t mapped = RoundToPages(capacity_);
   OPENSSL_cleanse(data_, mapped);
+  if (mapped == PageSize() && Pool().Give(Page{data_, locked_})) {
+    if (locked_) g_locked_bytes -= mapped;  // counts bytes held by live buffers only
+    data_ = nullptr;
+    size_ = capacity_ = 0;
+    locked_ = false;
+    return;
+  }
   if (locked_) {
     munlock(data_, mapped);
     g_locked_bytes -= mapped;
@@ -80,16 +122,25 @@ void SecretBuffer::Release() {
 void SecretBuffer::reserve(size_t n) {
   if (n <= capacity_ && data_ != nullptr) return;
   const size_t mapped = RoundToPages(std::max<size_t>(n, 1));
-  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
-  // Keep secrets out of core dumps and (fork is never used, but) out of children.
-  madvise(p, mapped, MADV_DONTDUMP);
-  madvise(p, mapped, MADV_WIPEONFORK);
-  bool locked = mlock(p, mapped) == 0;
-  if (locked) {
-    g_locked_bytes += mapped;
+  Page pooled{};
+  void* p = nullptr;
+  bool locked = false;
+  if (mapped == PageSize() && Pool().Take(&pooled)) {
+    p = pooled.p;  // wiped when it was given back; still locked and DONTDUMP
+    locked = pooled.locked;
+    if (locked) g_locked_bytes += mapped;
   } else {
-    ++g_lock_failures;
+    p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    // Keep secrets out of core dumps and (fork is never used, but) out of children.
+    madvise(p, mapped, MADV_DONTDUMP);
+    madvise(p, mapped, MADV_WIPEONFORK);
+    locked = mlock(p, mapped) == 0;
+    if (locked) {
+      g_locked_bytes += mapped;
+    } else {
+      ++g_lock_failures;
+    }
   }
   auto* fresh = static_cast<uint8_t*>(p);
   if (size_ != 0) std::memcpy(fresh, data_, size_);

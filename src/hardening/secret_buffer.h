@@ -54,7 +54,8 @@ class SecretBuffer {
   // Constant-time equality of contents.
   bool Equals(std::string_view other) const;
 
-  // Counters for tests and the residue report.
+  // Counters for tests and the residue report. LockedBytes counts pages held by live buffers
+  // (single wiped pages kept in a reuse pool stay locked but are not counted).
   static size_t LockedBytes();
   static size_t LockFailures();
 

@@ -48,6 +48,8 @@ struct CurlTransport::Share {
 
 namespace {
 
+constexpr long kMaxIdleConnections = 64;
+
 struct WriteTarget {
   SecretBuffer* body;
   size_t cap;
@@ -144,8 +146,9 @@ absl::Status MapCurlError(CURLcode rc, const std::string& node, const char* errb
     case CURLE_UNSUPPORTED_PROTOCOL:
       *retryable = false;
       return absl::FailedPreconditionError(where + "refused: only https is allowed");
+    case CURLE_FILESIZE_EXCEEDED:  // a Content-Length over CURLOPT_MAXFILESIZE_LARGE
     case CURLE_WRITE_ERROR:
-      if (overflow) {
+      if (overflow || rc == CURLE_FILESIZE_EXCEEDED) {
         *retryable = false;
         return absl::InternalError(where + "response larger than vault.max_response_bytes (" +
                                    std::to_string(cap) + ")");
@@ -368,6 +371,10 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
   bool setup_ok = true;
   auto set = [&](CURLcode rc) { setup_ok = setup_ok && rc == CURLE_OK; };
   set(curl_easy_setopt(c, CURLOPT_SHARE, share_->sh));
+  // The shared connection cache holds at most this many idle connections; libcurl's default
+  // (5) closes the rest, so under kube-apiserver's concurrency most calls would pay a fresh
+  // mutual-TLS handshake (measured in bench/: ~80% of calls at 16 concurrent clients).
+  set(curl_easy_setopt(c, CURLOPT_MAXCONNECTS, kMaxIdleConnections));
   set(curl_easy_setopt(c, CURLOPT_URL, url.c_str()));
   // HTTP/1.1 only: one request per connection at a time, no HTTP/2 library in the data path.
   set(curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1)));
