@@ -236,6 +236,29 @@ TEST_CASE("a failed renewal leads to a new login", "[auth][lifecycle][renew]") {
   }
 }
 
+TEST_CASE("a login waits for a renewal in flight: never two at once", "[auth][lifecycle][concurrency]") {
+  Fixture f;
+  f.Make();
+  auto t1 = f.src->Token(f.In(5s));
+  REQUIRE(t1.ok());
+  f.http.Respond(Method::kPost, kLogin, 200, LoginJson("s.tok-2", 30, true));
+  f.gated.Close(kRenew);
+  f.clock.Advance(20s);
+  REQUIRE(f.gated.WaitBlocked(1));  // the renewal hangs in Vault
+  f.src->Invalidate(*t1);           // meanwhile Vault refuses the token
+  const size_t w = f.clock.waits();
+  absl::StatusOr<std::shared_ptr<const SecretBuffer>> got = absl::UnknownError("unset");
+  std::thread caller([&] { got = f.src->Token(f.In(30s)); });
+  REQUIRE(f.clock.WaitForWaits(w + 1));
+  CHECK(f.Logins() == 1);  // no login while the renewal is in flight
+  f.gated.Open();          // the renewal answers; its result no longer matters
+  caller.join();
+  REQUIRE(got.ok());
+  CHECK((*got)->view() == "s.tok-2");
+  CHECK(f.Logins() == 2);
+  CHECK(f.Renewals() == 1);
+}
+
 TEST_CASE("Invalidate after a 403 logs in again once; stale tokens are ignored",
           "[auth][lifecycle][invalidate]") {
   Fixture f;
