@@ -26,6 +26,7 @@
 #include "vault/curl_transport.h"
 #include "vault/tls_material.h"
 #include "vault/auth/factory.h"
+#include "vault/auth/token_file_renewer.h"
 #include "vault/transit_client.h"
 
 namespace {
@@ -77,6 +78,7 @@ struct Plugin {
   std::shared_ptr<const vault::TlsMaterial> tls;
   std::unique_ptr<vault::CurlTransport> http;
   std::unique_ptr<vault::TokenSource> tokens;  // a login source uses `http`: destroyed first
+  std::unique_ptr<vault::auth::TokenFileRenewer> renewer;  // token file: keeps the token alive
   std::unique_ptr<vault::TransitClient> transit;
   std::unique_ptr<envelope::TransitKeyService> keys;
   std::unique_ptr<kms::V2Service> v2;
@@ -202,6 +204,13 @@ int Serve(const std::string& config_path, bool check_only) {
 
   // 7. Serve. Health and key_id are refreshed in the background; Status never waits on Vault.
   p.keys->Start();
+  if (cfg->vault.auth.method == config::AuthMethod::kToken && cfg->vault.auth.renew_token) {
+    vault::auth::RenewerOptions ropts;
+    ropts.request_timeout = cfg->vault.request_timeout;
+    p.renewer = std::make_unique<vault::auth::TokenFileRenewer>(*p.tokens, *p.http, SystemClock(),
+                                                                ropts);
+    p.renewer->Start();
+  }
   log::Info("start", "serving", {{"socket", sock},
                                  {"vault", cfg->vault.addresses},
                                  {"transit", cfg->vault.transit_mount + "/" + cfg->vault.transit_key},
@@ -216,6 +225,7 @@ int Serve(const std::string& config_path, bool check_only) {
   p.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   p.server->Wait();
   p.keys->Stop();
+  if (p.renewer) p.renewer->Stop();
   kms::RemoveSocket(sock);
   log::Info("stop", "stopped cleanly");
   return kExitOk;

@@ -665,7 +665,7 @@ struct MethodSpec {
 };
 
 constexpr std::array<MethodSpec, 5> kMethods = {{
-    {"token", AuthMethod::kToken, "", {"token_file"}},
+    {"token", AuthMethod::kToken, "", {"token_file", "renew"}},
     {"approle", AuthMethod::kAppRole, "approle", {"mount", "role_id_file", "secret_id_file"}},
     {"cert", AuthMethod::kCert, "cert", {"mount", "name"}},
     {"jwt", AuthMethod::kJwt, "jwt", {"mount", "role", "jwt_file"}},
@@ -714,8 +714,19 @@ absl::Status GetRole(const Section& s, std::string_view name, const MethodSpec& 
 absl::Status ParseMethodFields(const Section& s, const MethodSpec& spec, AuthConfig& auth) {
   const std::string kReq = Cat(" for method ", spec.name);
   switch (spec.method) {
-    case AuthMethod::kToken:
-      return GetRequiredPath(s, "token_file", kReq, auth.token_file);
+    case AuthMethod::kToken: {
+      if (absl::Status st = GetRequiredPath(s, "token_file", kReq, auth.token_file); !st.ok()) {
+        return st;
+      }
+      enum class Flag { kOff, kOn };
+      Flag f = auth.renew_token ? Flag::kOn : Flag::kOff;
+      if (absl::Status st = GetEnum<Flag>(s, "renew", {{"true", Flag::kOn}, {"false", Flag::kOff}}, f);
+          !st.ok()) {
+        return st;
+      }
+      auth.renew_token = f == Flag::kOn;
+      return absl::OkStatus();
+    }
     case AuthMethod::kAppRole:
       if (absl::Status st = GetRequiredPath(s, "role_id_file", kReq, auth.role_id_file); !st.ok()) {
         return st;
@@ -740,7 +751,7 @@ absl::Status ParseMethodFields(const Section& s, const MethodSpec& spec, AuthCon
 absl::Status ParseAuth(const Section& vault, const TlsConfig& tls, AuthConfig& auth) {
   Section s;
   if (absl::Status st = SubSection(vault, "auth",
-                                  {"method", "mount", "token_file", "role_id_file",
+                                  {"method", "mount", "token_file", "renew", "role_id_file",
                                    "secret_id_file", "role", "jwt_file", "name"},
                                   s);
       !st.ok()) {

@@ -34,6 +34,7 @@ struct AuthConfig {
   AuthMethod method = AuthMethod::kToken;
   std::string mount;              // auth mount path; default per method ("approle", "cert", ...)
   std::string token_file;         // token
+  bool renew_token = true;        // token: renew-self the file's token at ~2/3 of its TTL
   std::string role_id_file;       // approle
   std::string secret_id_file;     // approle
   std::string role;               // jwt, kubernetes

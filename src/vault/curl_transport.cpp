@@ -221,9 +221,11 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   std::optional<HttpResponse> unhealthy;  // the last 429/502/503 answer, if any
   for (int pass = 0; pass < kMaxPasses; ++pass) {
     if (pass > 0) {
-      // Every node failed: back off (bounded, jittered) and go round again, within the deadline.
+      // Every node failed: back off (bounded, jittered) and go round again while the deadline
+      // leaves room, so that a failover shorter than the deadline costs no request. The margin
+      // lets the caller get our error rather than its own deadline.
       const auto pause = Backoff(pass);
-      if (SystemClock().Now() + pause >= request.deadline) break;
+      if (SystemClock().Now() + pause + kDeadlineMargin >= request.deadline) break;
       log::Warn("vault.retry", "every vault address failed; retrying after a pause",
                 {{"pause_ms", static_cast<int64_t>(pause.count())},
                  {"error", std::string(last.message())}});
@@ -243,7 +245,8 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
 
 std::chrono::milliseconds CurlTransport::Backoff(int pass) {
   thread_local std::minstd_rand rng{std::random_device{}()};
-  const int64_t base = std::min<int64_t>(kBackoffBase.count() << (pass - 1), kBackoffCap.count());
+  const int shift = std::min(pass - 1, 10);  // 100 ms << 10 is far past the cap already
+  const int64_t base = std::min<int64_t>(kBackoffBase.count() << shift, kBackoffCap.count());
   std::uniform_int_distribution<int64_t> jitter(base / 2, base + base / 2);
   return std::chrono::milliseconds(jitter(rng));
 }
@@ -277,6 +280,8 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
         *last = absl::UnavailableError("vault " + node +
                                        ": redirected to an address not in vault.addresses (" +
                                        (origin.empty() ? "not https" : origin) + "); not followed");
+        log::Warn("vault.redirect.refused", "standby redirect not followed",
+                  {{"from", node}, {"error", std::string(last->message())}});
         continue;
       }
       log::Info("vault.redirect", "following standby redirect to the active node",
@@ -297,9 +302,11 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
       continue;
     }
     const long s = resp->status;
-    if (s == 429 || s == 502 || s == 503) {
-      // Sealed, rate limited or a broken proxy: another node may serve. If none does, the
-      // caller gets this answer's mapped error after the last pass.
+    if (s == 429 || s == 500 || s == 502 || s == 503) {
+      // Sealed, rate limited, a broken proxy, or a standby mid-election (500 "active cluster
+      // node not found"): another node, or this one a moment later, may serve. If none does,
+      // the caller gets this answer's mapped error after the last pass. (501, not initialised,
+      // is final.)
       *last = absl::UnavailableError("vault " + node + ": answered HTTP " + std::to_string(s));
       log::Warn("vault.failover", "vault node unavailable, trying the next address",
                 {{"node", node}, {"http_status", s}});

@@ -40,9 +40,10 @@ class CurlTransport final : public HttpTransport {
   // answer) is freed, and wiped, when the request ends; keep-alive connections, DNS and TLS
   // sessions live in the share handle instead.
   std::unique_ptr<Handle> Acquire();
-  // Bounded retries: passes over every address, with jittered exponential pauses between passes,
-  // never past the request's deadline.
-  static constexpr int kMaxPasses = 3;
+  // Bounded retries: passes over every address, with jittered exponential pauses between passes
+  // (capped at 1 s), until the request's deadline is near. kMaxPasses only bounds the loop.
+  static constexpr int kMaxPasses = 64;
+  static constexpr std::chrono::milliseconds kDeadlineMargin{50};
   static constexpr std::chrono::milliseconds kBackoffBase{100};
   static constexpr std::chrono::milliseconds kBackoffCap{1000};
   static std::chrono::milliseconds Backoff(int pass);

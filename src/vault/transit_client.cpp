@@ -84,6 +84,9 @@ absl::Status TransitClient::MapHttpError(const HttpResponse& resp, std::string_v
   if (s == 502) return absl::UnavailableError(where + "upstream error (502)" + said);
   if (s == 412) return absl::UnavailableError(where + "not yet consistent (412), retry" + said);
   if (s == 307) return absl::UnavailableError(where + "redirect not followed (307)" + said);
+  if (s == 500 && errors.find("active cluster node not found") != std::string::npos) {
+    return absl::UnavailableError(where + "no active node (cluster election in progress)" + said);
+  }
   return absl::InternalError(where + "unexpected HTTP " + std::to_string(s) + said);
 }
 
