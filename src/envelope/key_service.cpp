@@ -7,6 +7,8 @@
 namespace trousseau::envelope {
 
 bool IsFqdn(std::string_view name) {
+  // As k8s IsFullyQualifiedDomainName: one trailing dot is allowed and not part of the name.
+  if (!name.empty() && name.back() == '.') name.remove_suffix(1);
   if (name.empty() || name.size() > 253 || name.find('.') == std::string_view::npos) return false;
   size_t label = 0;
   char prev = '.';

@@ -49,7 +49,9 @@ absl::StatusOr<FileIdentity> StatFile(const std::string& path) {
 
 absl::StatusOr<SecretBuffer> ReadSecretFile(const std::string& path, size_t max_bytes,
                                             FileIdentity* identity) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; the S_ISREG check below refuses it.
+  // (It has no effect on reads from regular files.)
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (fd.get() < 0) return ErrnoError("cannot open", path, errno);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return ErrnoError("cannot stat", path, errno);

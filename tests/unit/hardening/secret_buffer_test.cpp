@@ -1,0 +1,259 @@
+// SecretBuffer: the only home of secrets. Move semantics, growth, wiping, copies that are
+// explicit, constant-time comparison, and the locked-memory accounting.
+#include "hardening/secret_buffer.h"
+
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "hardening/wiping_allocator.h"
+
+namespace trousseau {
+namespace {
+
+size_t Page() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+TEST_CASE("a default SecretBuffer is empty and has no memory", "[secret_buffer]") {
+  SecretBuffer b;
+  CHECK(b.empty());
+  CHECK(b.size() == 0);
+  CHECK(b.capacity() == 0);
+  CHECK(b.data() == nullptr);
+  CHECK(b.view().empty());
+  CHECK(b.view().data() != nullptr);  // a valid empty view, never a null pointer
+  CHECK(b.Equals(""));
+  CHECK_FALSE(b.Equals("x"));
+}
+
+TEST_CASE("CopyOf copies the bytes into page-backed memory", "[secret_buffer]") {
+  const std::string text("se\0cret", 7);
+  SecretBuffer b = SecretBuffer::CopyOf(text);
+  CHECK(b.size() == 7);
+  CHECK(b.view() == text);
+  CHECK(b.capacity() >= Page());
+  CHECK(b.capacity() % Page() == 0);
+  CHECK(static_cast<const void*>(b.data()) != static_cast<const void*>(text.data()));
+}
+
+TEST_CASE("CopyOf of nothing still gives a usable buffer", "[secret_buffer]") {
+  SecretBuffer b = SecretBuffer::CopyOf("");
+  CHECK(b.empty());
+  CHECK(b.Equals(""));
+  b.append("x");
+  CHECK(b.view() == "x");
+}
+
+TEST_CASE("moving a SecretBuffer leaves the source empty", "[secret_buffer]") {
+  SecretBuffer a = SecretBuffer::CopyOf("token-123");
+  const uint8_t* pages = a.data();
+  const size_t cap = a.capacity();
+
+  SecretBuffer b(std::move(a));
+  CHECK(b.view() == "token-123");
+  CHECK(b.data() == pages);  // the pages moved; nothing was copied
+  CHECK(b.capacity() == cap);
+  CHECK(a.data() == nullptr);  // NOLINT(bugprone-use-after-move): the point of the test
+  CHECK(a.size() == 0);
+  CHECK(a.capacity() == 0);
+  CHECK(a.empty());
+
+  SecretBuffer c = SecretBuffer::CopyOf("old");
+  c = std::move(b);
+  CHECK(c.view() == "token-123");
+  CHECK(c.data() == pages);
+  CHECK(b.data() == nullptr);  // NOLINT(bugprone-use-after-move)
+  CHECK(b.size() == 0);
+  CHECK(b.capacity() == 0);
+
+  // A moved-from buffer is reusable.
+  b.append("again");
+  CHECK(b.view() == "again");
+}
+
+TEST_CASE("self move-assignment keeps the contents", "[secret_buffer]") {
+  SecretBuffer a = SecretBuffer::CopyOf("keep me");
+  SecretBuffer& alias = a;
+  a = std::move(alias);
+  CHECK(a.view() == "keep me");
+}
+
+TEST_CASE("append grows across pages and keeps the content", "[secret_buffer]") {
+  SecretBuffer b;
+  std::string expect;
+  const size_t page = Page();
+  size_t last_cap = 0;
+  int growths = 0;
+  for (size_t i = 0; expect.size() < 3 * page + 17; ++i) {
+    const std::string chunk(97, static_cast<char>('A' + (i % 26)));
+    b.append(chunk);
+    expect += chunk;
+    if (b.capacity() != last_cap) {
+      ++growths;
+      last_cap = b.capacity();
+    }
+    REQUIRE(b.view() == expect);
+  }
+  CHECK(b.size() == expect.size());
+  CHECK(b.capacity() >= b.size());
+  CHECK(b.capacity() % page == 0);
+  CHECK(growths >= 2);
+  CHECK(growths <= 4);  // geometric growth, not one mapping per append
+}
+
+TEST_CASE("append of zero bytes to an empty buffer maps memory", "[secret_buffer]") {
+  SecretBuffer b;
+  b.append("", 0);
+  CHECK(b.data() != nullptr);
+  CHECK(b.empty());
+}
+
+TEST_CASE("reserve keeps the content and does not shrink", "[secret_buffer]") {
+  SecretBuffer b = SecretBuffer::CopyOf("abc");
+  const uint8_t* before = b.data();
+  b.reserve(1);
+  CHECK(b.data() == before);
+  b.reserve(Page() * 2 + 1);
+  CHECK(b.capacity() >= Page() * 2 + 1);
+  CHECK(b.view() == "abc");
+  SecretBuffer sized(5000);
+  CHECK(sized.empty());
+  CHECK(sized.capacity() >= 5000);
+}
+
+TEST_CASE("resize zero-fills growth and wipes what it drops", "[secret_buffer]") {
+  SecretBuffer b = SecretBuffer::CopyOf("0123456789");
+  b.resize(4);
+  CHECK(b.view() == "0123");
+  // The dropped bytes are still inside our mapping: they must be zero now.
+  CHECK(AllZero(b.data() + 4, 6));
+  b.resize(8);
+  CHECK(b.size() == 8);
+  CHECK(std::memcmp(b.data(), "0123\0\0\0\0", 8) == 0);
+  b.resize(Page() + 10);  // beyond the first page: grows
+  CHECK(b.size() == Page() + 10);
+  CHECK(std::memcmp(b.data(), "0123", 4) == 0);
+  CHECK(AllZero(b.data() + 4, b.size() - 4));
+  SecretBuffer fresh;
+  fresh.resize(3);
+  CHECK(fresh.size() == 3);
+  CHECK(AllZero(fresh.data(), 3));
+}
+
+TEST_CASE("clear wipes the whole capacity and keeps the pages", "[secret_buffer]") {
+  SecretBuffer b;
+  b.append(std::string(Page() + 100, 'S'));
+  const uint8_t* pages = b.data();
+  const size_t cap = b.capacity();
+  // Put secret bytes in the spare capacity too (as a shrink-then-reuse would leave them).
+  b.resize(cap);
+  std::memset(b.data(), 0x5a, cap);
+  b.resize(10);
+  std::memset(b.data(), 0x5a, 10);
+  b.clear();
+  CHECK(b.empty());
+  CHECK(b.data() == pages);
+  CHECK(b.capacity() == cap);
+  CHECK(AllZero(b.data(), cap));
+  b.clear();  // twice is fine
+  SecretBuffer none;
+  none.clear();  // on a buffer without memory too
+  CHECK(none.empty());
+}
+
+TEST_CASE("Clone is a deep, independent copy", "[secret_buffer]") {
+  SecretBuffer a = SecretBuffer::CopyOf("original");
+  SecretBuffer c = a.Clone();
+  CHECK(c.view() == "original");
+  CHECK(c.data() != a.data());
+  c.data()[0] = 'X';
+  CHECK(a.view() == "original");
+  CHECK(c.view() == "Xriginal");
+  SecretBuffer empty;
+  SecretBuffer empty_clone = empty.Clone();
+  CHECK(empty_clone.empty());
+}
+
+TEST_CASE("Equals compares contents and lengths", "[secret_buffer]") {
+  SecretBuffer a = SecretBuffer::CopyOf("abcdef");
+  CHECK(a.Equals("abcdef"));
+  CHECK_FALSE(a.Equals("abcdeg"));
+  CHECK_FALSE(a.Equals("Abcdef"));
+  CHECK_FALSE(a.Equals("abcde"));
+  CHECK_FALSE(a.Equals("abcdefg"));
+  CHECK_FALSE(a.Equals(""));
+  SecretBuffer bin = SecretBuffer::CopyOf(std::string("a\0b", 3));
+  CHECK(bin.Equals(std::string("a\0b", 3)));
+  CHECK_FALSE(bin.Equals(std::string("a\0c", 3)));
+}
+
+TEST_CASE("LockedBytes follows the pages a buffer holds and moves with it", "[secret_buffer]") {
+  const size_t locked0 = SecretBuffer::LockedBytes();
+  {
+    SecretBuffer a = SecretBuffer::CopyOf("x");
+    // With no lock failure ever, every page (fresh or reused from the pool) is locked.
+    const bool locked = SecretBuffer::LockFailures() == 0;
+    const size_t expect = locked0 + (locked ? a.capacity() : 0);
+    CHECK(SecretBuffer::LockedBytes() == expect);
+    if (!locked) WARN("mlock is not permitted here; only the failure counter is checked");
+
+    SecretBuffer b(std::move(a));  // a move neither locks nor unlocks
+    CHECK(SecretBuffer::LockedBytes() == expect);
+    SecretBuffer c;
+    c = std::move(b);
+    CHECK(SecretBuffer::LockedBytes() == expect);
+
+    // Growth maps new pages and releases the old ones.
+    c.append(std::string(3 * 4096, 'g'));
+    if (SecretBuffer::LockFailures() == 0) {
+      CHECK(SecretBuffer::LockedBytes() == locked0 + c.capacity());
+    }
+  }
+  CHECK(SecretBuffer::LockedBytes() == locked0);
+}
+
+TEST_CASE("memory handed out again never carries an earlier secret", "[secret_buffer]") {
+  // Single pages are reused from a pool: whatever a new buffer gets must be clean.
+  for (int round = 0; round < 8; ++round) {
+    {
+      SecretBuffer s = SecretBuffer::CopyOf(std::string(Page(), static_cast<char>(0xA5)));
+      REQUIRE(s.data() != nullptr);
+    }
+    SecretBuffer fresh(1);
+    CHECK(fresh.empty());
+    CHECK(AllZero(fresh.data(), fresh.capacity()));
+    SecretBuffer grown;
+    grown.resize(10);
+    CHECK(AllZero(grown.data(), grown.capacity()));
+  }
+}
+
+TEST_CASE("SecureWipe zeroes memory and tolerates null", "[secret_buffer]") {
+  char buf[16];
+  std::memset(buf, 'k', sizeof(buf));
+  SecureWipe(buf, sizeof(buf));
+  CHECK(AllZero(reinterpret_cast<const uint8_t*>(buf), sizeof(buf)));
+  SecureWipe(nullptr, 10);
+  SecureWipe(buf, 0);
+}
+
+TEST_CASE("WipingString behaves as a string; ScrubStack returns", "[wiping_allocator]") {
+  WipingString s = "plaintext";
+  s += std::string(100, 'z');
+  CHECK(s.size() == 109);
+  CHECK(s.substr(0, 9) == "plaintext");
+  ScrubStack(32 * 1024);
+  ScrubStack();
+}
+
+}  // namespace
+}  // namespace trousseau

@@ -1,0 +1,355 @@
+// The gRPC adapters, called over a real in-process gRPC server on a temporary Unix socket with a
+// FakeKeyService behind it: message translation, status codes, deadlines and audit records.
+#include "kms/services.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fakes/fake_key_service.h"
+#include "fakes/log_capture.h"
+#include "fakes/temp_dir.h"
+#include "vault/ciphertext.h"
+
+namespace trousseau::kms {
+namespace {
+
+using namespace std::chrono_literals;
+using Catch::Contains;
+using fakes::FakeKeyService;
+
+constexpr const char* kMarker = "PLAINTEXT-MARKER-2c9e";
+
+struct Server {
+  fakes::TempDir dir;
+  FakeKeyService keys;
+  V2Service v2{keys};
+  V1Beta1Service v1{keys, "0.1.0-test"};
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<::v2::KeyManagementService::Stub> v2_stub;
+  std::unique_ptr<::v1beta1::KeyManagementService::Stub> v1_stub;
+
+  Server() {
+    const std::string addr = "unix:" + dir.Path("kms.sock");
+    grpc::ServerBuilder b;
+    b.AddListeningPort(addr, grpc::InsecureServerCredentials());
+    b.RegisterService(&v2);
+    b.RegisterService(&v1);
+    server = b.BuildAndStart();
+    REQUIRE(server != nullptr);
+    auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+    v2_stub = ::v2::KeyManagementService::NewStub(channel);
+    v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
+  }
+  ~Server() {
+    server->Shutdown();
+    server->Wait();
+  }
+};
+
+envelope::EncryptResult Wrapped(std::string ct, std::string key_id) {
+  envelope::EncryptResult r;
+  r.ciphertext = std::move(ct);
+  r.key_id = std::move(key_id);
+  r.node = "https://vault-a.test:8200";
+  return r;
+}
+
+std::string Ct() { return "vault:v3:" + std::string(60, 'A'); }
+
+// Audit lines written by the server (the destructor of the call's record writes it, so it is
+// there once the RPC has returned to the client... after the handler returned).
+std::vector<nlohmann::json> Audits(const fakes::LogCapture& cap) { return cap.events("kms.call"); }
+
+// ---- ToGrpc ---------------------------------------------------------------------------------
+
+TEST_CASE("ToGrpc keeps the code number and the message", "[kms][status]") {
+  CHECK(ToGrpc(absl::OkStatus()).ok());
+  const std::vector<absl::Status> errors = {
+      absl::CancelledError("c"),          absl::UnknownError("u"),
+      absl::InvalidArgumentError("ia"),   absl::DeadlineExceededError("de"),
+      absl::NotFoundError("nf"),          absl::AlreadyExistsError("ae"),
+      absl::PermissionDeniedError("pd"),  absl::ResourceExhaustedError("re"),
+      absl::FailedPreconditionError("fp"), absl::AbortedError("ab"),
+      absl::OutOfRangeError("oor"),       absl::UnimplementedError("ui"),
+      absl::InternalError("in"),          absl::UnavailableError("un"),
+      absl::DataLossError("dl"),          absl::UnauthenticatedError("ua"),
+  };
+  for (const auto& st : errors) {
+    const grpc::Status g = ToGrpc(st);
+    CHECK_FALSE(g.ok());
+    CHECK(static_cast<int>(g.error_code()) == static_cast<int>(st.code()));
+    CHECK(g.error_message() == std::string(st.message()));
+  }
+  CHECK(ToGrpc(absl::UnavailableError("vault sealed")).error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(ToGrpc(absl::FailedPreconditionError("x")).error_code() ==
+        grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// ---- KMS v2 ---------------------------------------------------------------------------------
+
+TEST_CASE("v2 Status reports version, healthz and key_id from the key service", "[kms][v2]") {
+  Server s;
+  s.keys.SetHealth({"last Vault check failed: sealed", "transit/kubernetes:v9"});
+  grpc::ClientContext ctx;
+  ::v2::StatusRequest req;
+  ::v2::StatusResponse resp;
+  const grpc::Status st = s.v2_stub->Status(&ctx, req, &resp);
+  REQUIRE(st.ok());
+  CHECK(resp.version() == "v2");
+  CHECK(resp.healthz() == "last Vault check failed: sealed");
+  CHECK(resp.key_id() == "transit/kubernetes:v9");
+  CHECK(s.keys.health_calls() == 1);
+}
+
+TEST_CASE("v2 Encrypt passes the plaintext and returns ciphertext and key_id", "[kms][v2]") {
+  Server s;
+  fakes::LogCapture cap;
+  auto w = Wrapped(Ct(), "transit/kubernetes:v3");
+  w.annotations["kms.example.com"] = "note";
+  s.keys.SetEncryptResult(w);
+  const std::string plain = std::string(kMarker) + std::string("\0\xff", 2);
+  grpc::ClientContext ctx;
+  ::v2::EncryptRequest req;
+  req.set_plaintext(plain);
+  req.set_uid("uid-1234");
+  ::v2::EncryptResponse resp;
+  const grpc::Status st = s.v2_stub->Encrypt(&ctx, req, &resp);
+  REQUIRE(st.ok());
+  CHECK(s.keys.last_plaintext() == plain);
+  CHECK(resp.ciphertext() == Ct());
+  CHECK(resp.key_id() == "transit/kubernetes:v3");
+  REQUIRE(resp.annotations().size() == 1);
+  CHECK(resp.annotations().at("kms.example.com") == "note");
+
+  s.server->Shutdown();  // all handlers (and their audit records) are done after this
+  auto audits = Audits(cap);
+  REQUIRE(audits.size() == 1);
+  CHECK(audits[0]["api"] == "v2");
+  CHECK(audits[0]["op"] == "encrypt");
+  CHECK(audits[0]["uid"] == "uid-1234");
+  CHECK(audits[0]["code"] == "OK");
+  CHECK(audits[0]["key_id"] == "transit/kubernetes:v3");
+  CHECK(audits[0]["in_bytes"] == plain.size());
+  CHECK(audits[0]["out_bytes"] == Ct().size());
+  CHECK(audits[0]["vault"] == "https://vault-a.test:8200");
+  CHECK(cap.all().find(kMarker) == std::string::npos);
+}
+
+TEST_CASE("v2 errors map to the same gRPC code and message", "[kms][v2][negative]") {
+  const std::vector<absl::Status> errors = {
+      absl::InvalidArgumentError("plaintext is empty"),
+      absl::FailedPreconditionError("key version too old"),
+      absl::PermissionDeniedError("vault: permission denied"),
+      absl::UnavailableError("vault: sealed"),
+      absl::DeadlineExceededError("vault: timed out"),
+      absl::InternalError("vault: unexpected HTTP 500"),
+  };
+  Server s;
+  fakes::LogCapture cap;
+  for (const auto& err : errors) {
+    INFO(err.ToString());
+    s.keys.SetEncryptError(err);
+    s.keys.SetDecryptError(err);
+    {
+      grpc::ClientContext ctx;
+      ::v2::EncryptRequest req;
+      req.set_plaintext("seed");
+      ::v2::EncryptResponse resp;
+      const grpc::Status st = s.v2_stub->Encrypt(&ctx, req, &resp);
+      CHECK(static_cast<int>(st.error_code()) == static_cast<int>(err.code()));
+      CHECK(st.error_message() == std::string(err.message()));
+      CHECK(resp.ciphertext().empty());
+    }
+    {
+      grpc::ClientContext ctx;
+      ::v2::DecryptRequest req;
+      req.set_ciphertext(Ct());
+      ::v2::DecryptResponse resp;
+      const grpc::Status st = s.v2_stub->Decrypt(&ctx, req, &resp);
+      CHECK(static_cast<int>(st.error_code()) == static_cast<int>(err.code()));
+      CHECK(st.error_message() == std::string(err.message()));
+      CHECK(resp.plaintext().empty());
+    }
+  }
+  s.server->Shutdown();
+  auto audits = Audits(cap);
+  REQUIRE(audits.size() == 2 * errors.size());
+  CHECK(audits[0]["code"] == "INVALID_ARGUMENT");
+  CHECK(audits[0]["detail"] == "plaintext is empty");
+  CHECK(audits.back()["code"] == "INTERNAL");
+}
+
+TEST_CASE("v2 Encrypt refuses a plaintext whose wrap cannot fit 1024 bytes, before Vault",
+          "[kms][v2][negative]") {
+  Server s;
+  s.keys.SetEncryptResult(Wrapped(Ct(), "k"));
+  grpc::ClientContext ctx;
+  ::v2::EncryptRequest req;
+  req.set_plaintext(std::string(726, 'p'));
+  ::v2::EncryptResponse resp;
+  const grpc::Status st = s.v2_stub->Encrypt(&ctx, req, &resp);
+  CHECK(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(st.error_message(), Contains("1024"));
+  CHECK(s.keys.encrypt_calls() == 0);
+}
+
+TEST_CASE("v2 Encrypt refuses a ciphertext over 1024 bytes from the key service",
+          "[kms][v2][negative]") {
+  Server s;
+  s.keys.SetEncryptResult(Wrapped("vault:v1:" + std::string(1016, 'A'), "k"));  // 1025 bytes
+  grpc::ClientContext ctx;
+  ::v2::EncryptRequest req;
+  req.set_plaintext("seed");
+  ::v2::EncryptResponse resp;
+  const grpc::Status st = s.v2_stub->Encrypt(&ctx, req, &resp);
+  CHECK(st.error_code() == grpc::StatusCode::INTERNAL);
+  CHECK_THAT(st.error_message(), Contains("1025-byte ciphertext"));
+  CHECK(resp.ciphertext().empty());
+}
+
+TEST_CASE("v2 Decrypt passes ciphertext, key_id and annotations", "[kms][v2]") {
+  Server s;
+  s.keys.SetDecryptResult(std::string("seed\0bytes", 10));
+  grpc::ClientContext ctx;
+  ::v2::DecryptRequest req;
+  req.set_ciphertext(Ct());
+  req.set_key_id("transit/kubernetes:v3");
+  req.set_uid("uid-9");
+  (*req.mutable_annotations())["a.example.com"] = std::string("\x01\x02", 2);
+  ::v2::DecryptResponse resp;
+  const grpc::Status st = s.v2_stub->Decrypt(&ctx, req, &resp);
+  REQUIRE(st.ok());
+  CHECK(resp.plaintext() == std::string("seed\0bytes", 10));
+  CHECK(s.keys.last_ciphertext() == Ct());
+  CHECK(s.keys.last_key_id() == "transit/kubernetes:v3");
+  const auto ann = s.keys.last_annotations();
+  REQUIRE(ann.size() == 1);
+  CHECK(ann.at("a.example.com") == std::string("\x01\x02", 2));
+}
+
+TEST_CASE("v2 Decrypt refuses a ciphertext over 1024 bytes before the key service",
+          "[kms][v2][negative]") {
+  Server s;
+  s.keys.SetDecryptResult("x");
+  grpc::ClientContext ctx;
+  ::v2::DecryptRequest req;
+  req.set_ciphertext(std::string(1025, 'c'));
+  ::v2::DecryptResponse resp;
+  const grpc::Status st = s.v2_stub->Decrypt(&ctx, req, &resp);
+  CHECK(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(st.error_message(), Contains("1025 bytes"));
+  CHECK(s.keys.decrypt_calls() == 0);
+}
+
+TEST_CASE("the caller's deadline bounds the work; without one the cap applies", "[kms][v2]") {
+  Server s;
+  s.keys.SetEncryptResult(Wrapped(Ct(), "k"));
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 3s);
+    ::v2::EncryptRequest req;
+    req.set_plaintext("seed");
+    ::v2::EncryptResponse resp;
+    const auto before = std::chrono::steady_clock::now();
+    REQUIRE(s.v2_stub->Encrypt(&ctx, req, &resp).ok());
+    const auto d = s.keys.last_deadline();
+    CHECK(d > before);
+    // gRPC sends the timeout rounded up to its wire precision: allow a little slack, far
+    // below the 30 s cap that would apply if the caller's deadline were ignored.
+    CHECK(d <= std::chrono::steady_clock::now() + 3s + 100ms);
+  }
+  {
+    grpc::ClientContext ctx;  // no deadline
+    ::v2::EncryptRequest req;
+    req.set_plaintext("seed");
+    ::v2::EncryptResponse resp;
+    const auto before = std::chrono::steady_clock::now();
+    REQUIRE(s.v2_stub->Encrypt(&ctx, req, &resp).ok());
+    const auto d = s.keys.last_deadline();
+    CHECK(d >= before + 29s);
+    CHECK(d <= std::chrono::steady_clock::now() + 30s);
+  }
+}
+
+// ---- KMS v1beta1 ----------------------------------------------------------------------------
+
+TEST_CASE("v1beta1 Version names the API and the runtime", "[kms][v1beta1]") {
+  Server s;
+  grpc::ClientContext ctx;
+  ::v1beta1::VersionRequest req;
+  req.set_version("v1beta1");
+  ::v1beta1::VersionResponse resp;
+  REQUIRE(s.v1_stub->Version(&ctx, req, &resp).ok());
+  CHECK(resp.version() == "v1beta1");
+  CHECK(resp.runtime_name() == "trousseau");
+  CHECK(resp.runtime_version() == "0.1.0-test");
+}
+
+TEST_CASE("v1beta1 Encrypt and Decrypt go through the key service", "[kms][v1beta1]") {
+  Server s;
+  fakes::LogCapture cap;
+  // v1beta1 has no 1024-byte cap: a large plaintext and ciphertext pass.
+  const std::string big(4096, 'p');
+  const std::string big_ct = "vault:v2:" + std::string(5600, 'A');
+  s.keys.SetEncryptResult(Wrapped(big_ct, "transit/kubernetes:v2"));
+  {
+    grpc::ClientContext ctx;
+    ::v1beta1::EncryptRequest req;
+    req.set_version("v1beta1");
+    req.set_plain(big);
+    ::v1beta1::EncryptResponse resp;
+    REQUIRE(s.v1_stub->Encrypt(&ctx, req, &resp).ok());
+    CHECK(resp.cipher() == big_ct);
+    CHECK(s.keys.last_plaintext() == big);
+  }
+  s.keys.SetDecryptResult(big);
+  {
+    grpc::ClientContext ctx;
+    ::v1beta1::DecryptRequest req;
+    req.set_version("v1beta1");
+    req.set_cipher(big_ct);
+    ::v1beta1::DecryptResponse resp;
+    REQUIRE(s.v1_stub->Decrypt(&ctx, req, &resp).ok());
+    CHECK(resp.plain() == big);
+    CHECK(s.keys.last_ciphertext() == big_ct);
+    CHECK(s.keys.last_key_id().empty());
+    CHECK(s.keys.last_annotations().empty());
+  }
+  s.server->Shutdown();
+  auto audits = Audits(cap);
+  REQUIRE(audits.size() == 2);
+  CHECK(audits[0]["api"] == "v1beta1");
+  CHECK(audits[0]["op"] == "encrypt");
+  CHECK(audits[1]["op"] == "decrypt");
+}
+
+TEST_CASE("v1beta1 errors map to the same gRPC code", "[kms][v1beta1][negative]") {
+  Server s;
+  s.keys.SetEncryptError(absl::UnavailableError("vault: sealed"));
+  s.keys.SetDecryptError(absl::InvalidArgumentError("ciphertext is empty"));
+  {
+    grpc::ClientContext ctx;
+    ::v1beta1::EncryptRequest req;
+    req.set_plain("x");
+    ::v1beta1::EncryptResponse resp;
+    const grpc::Status st = s.v1_stub->Encrypt(&ctx, req, &resp);
+    CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);
+    CHECK(st.error_message() == "vault: sealed");
+  }
+  {
+    grpc::ClientContext ctx;
+    ::v1beta1::DecryptRequest req;
+    ::v1beta1::DecryptResponse resp;
+    const grpc::Status st = s.v1_stub->Decrypt(&ctx, req, &resp);
+    CHECK(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(st.error_message() == "ciphertext is empty");
+  }
+}
+
+}  // namespace
+}  // namespace trousseau::kms

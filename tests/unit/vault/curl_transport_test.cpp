@@ -1,0 +1,183 @@
+// CurlTransport without a Vault: what Create refuses, and how connection failures, a peer that
+// does not speak TLS and an expired deadline come back as status codes.
+#include "vault/curl_transport.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "fakes/log_capture.h"
+#include "fakes/temp_dir.h"
+#include "fakes/test_pki.h"
+
+namespace trousseau::vault {
+namespace {
+
+using namespace std::chrono_literals;
+using Catch::Contains;
+
+std::shared_ptr<const TlsMaterial> CaOnly() {
+  static fakes::TempDir dir;
+  static const std::string ca = dir.Write("ca.pem", fakes::GetTestPki().ca_pem);
+  config::TlsConfig t;
+  t.ca_file = ca;
+  auto m = TlsMaterial::Load(t);
+  REQUIRE(m.ok());
+  return *m;
+}
+
+// A port on 127.0.0.1 that nothing listens on: bound, then closed.
+int ClosedPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  socklen_t len = sizeof(a);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+config::VaultConfig Cfg(std::vector<std::string> addresses) {
+  config::VaultConfig v;
+  v.addresses = std::move(addresses);
+  v.transit_key = "kubernetes";
+  v.connect_timeout = 1000ms;
+  v.request_timeout = 2000ms;
+  return v;
+}
+
+// Failing requests are retried (with pauses) until shortly before their deadline; tests that
+// expect a failure give it this much time so that they stay quick.
+constexpr auto kFailBudget = std::chrono::milliseconds(600);
+
+HttpRequest Get(std::chrono::milliseconds budget) {
+  HttpRequest r;
+  r.method = HttpRequest::Method::kGet;
+  r.path = "/v1/sys/health";
+  r.deadline = std::chrono::steady_clock::now() + budget;
+  return r;
+}
+
+struct CurlInit {
+  CurlInit() { REQUIRE(CurlTransport::GlobalInit().ok()); }
+};
+
+TEST_CASE("CurlTransport::Create refuses anything but https", "[curl][negative]") {
+  CurlInit init;
+  for (const char* a : {"http://127.0.0.1:8200", "HTTP://vault:8200", "vault:8200", "ftp://x",
+                        "", " https://vault:8200"}) {
+    INFO(a);
+    auto t = CurlTransport::Create(Cfg({"https://ok:8200", a}), CaOnly());
+    REQUIRE_FALSE(t.ok());
+    CHECK(t.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(t.status().message()), Contains("only https:// is allowed"));
+  }
+}
+
+TEST_CASE("CurlTransport::Create needs addresses and TLS material", "[curl][negative]") {
+  CurlInit init;
+  auto none = CurlTransport::Create(Cfg({}), CaOnly());
+  REQUIRE_FALSE(none.ok());
+  CHECK_THAT(std::string(none.status().message()), Contains("vault.addresses is empty"));
+  auto no_tls = CurlTransport::Create(Cfg({"https://127.0.0.1:8200"}), nullptr);
+  REQUIRE_FALSE(no_tls.ok());
+  CHECK_THAT(std::string(no_tls.status().message()), Contains("TLS material is required"));
+  auto ok = CurlTransport::Create(Cfg({"https://a:8200", "https://b:8200"}), CaOnly());
+  REQUIRE(ok.ok());
+  CHECK((*ok)->CurrentNode() == "https://a:8200");
+  CHECK_THAT(CurlTransport::LibraryVersion(), Contains("libcurl"));
+}
+
+TEST_CASE("CurlTransport: a closed port is UNAVAILABLE, cannot connect", "[curl][negative]") {
+  CurlInit init;
+  const std::string node = "https://127.0.0.1:" + std::to_string(ClosedPort());
+  auto t = CurlTransport::Create(Cfg({node}), CaOnly());
+  REQUIRE(t.ok());
+  // The transport retries until shortly before the deadline: keep the deadline short. The
+  // answer is the refusal (UNAVAILABLE), not a timeout.
+  auto r = (*t)->Send(Get(kFailBudget));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(std::string(r.status().message()), Contains("cannot connect"));
+  CHECK_THAT(std::string(r.status().message()), Contains(node));
+}
+
+TEST_CASE("CurlTransport tries every address and logs the failover", "[curl][negative]") {
+  CurlInit init;
+  fakes::LogCapture cap;
+  const std::string a = "https://127.0.0.1:" + std::to_string(ClosedPort());
+  const std::string b = "https://127.0.0.1:" + std::to_string(ClosedPort());
+  auto t = CurlTransport::Create(Cfg({a, b}), CaOnly());
+  REQUIRE(t.ok());
+  auto r = (*t)->Send(Get(kFailBudget));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+  // Every pass tries both nodes in order; passes after the first are announced.
+  const size_t passes = cap.events("vault.retry").size() + 1;
+  CHECK(passes >= 1);
+  auto warns = cap.events("vault.failover");
+  REQUIRE(warns.size() == 2 * passes);
+  for (size_t i = 0; i < warns.size(); i += 2) {
+    CHECK(warns[i]["node"] == a);
+    CHECK(warns[i + 1]["node"] == b);
+  }
+}
+
+TEST_CASE("CurlTransport: a deadline already passed is DEADLINE_EXCEEDED", "[curl][negative]") {
+  CurlInit init;
+  auto t = CurlTransport::Create(Cfg({"https://127.0.0.1:" + std::to_string(ClosedPort())}),
+                                 CaOnly());
+  REQUIRE(t.ok());
+  HttpRequest req = Get(0ms);
+  req.deadline = std::chrono::steady_clock::now() - 1s;
+  auto r = (*t)->Send(req);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_CASE("CurlTransport: a peer that does not speak TLS is UNAVAILABLE", "[curl][negative]") {
+  CurlInit init;
+  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(lfd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  socklen_t len = sizeof(a);
+  REQUIRE(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  REQUIRE(::listen(lfd, 4) == 0);
+  // Answers every connection (the transport may retry) in plain HTTP, until shut down.
+  std::thread server([lfd] {
+    for (;;) {
+      const int c = ::accept(lfd, nullptr, nullptr);
+      if (c < 0) return;
+      const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+      (void)!::write(c, answer, sizeof(answer) - 1);
+      ::shutdown(c, SHUT_RDWR);
+      ::close(c);
+    }
+  });
+  const std::string node = "https://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  auto t = CurlTransport::Create(Cfg({node}), CaOnly());
+  REQUIRE(t.ok());
+  auto r = (*t)->Send(Get(kFailBudget));
+  ::shutdown(lfd, SHUT_RDWR);  // ends the accept loop
+  server.join();
+  ::close(lfd);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(std::string(r.status().message()), Contains("vault " + node + ": "));
+}
+
+}  // namespace
+}  // namespace trousseau::vault

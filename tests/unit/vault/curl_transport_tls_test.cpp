@@ -1,0 +1,316 @@
+// CurlTransport against an in-process HTTPS server (TlsTestServer) with the test PKI: the
+// request on the wire, pinned trust, SPKI pins, mTLS, server_name, failover, standby redirects,
+// the response size cap and the request timeout.
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <string>
+
+#include "common/base64.h"
+#include "fakes/log_capture.h"
+#include "fakes/temp_dir.h"
+#include "fakes/test_pki.h"
+#include "fakes/tls_test_server.h"
+#include "vault/curl_transport.h"
+
+namespace trousseau::vault {
+namespace {
+
+using namespace std::chrono_literals;
+using Catch::Contains;
+using fakes::GetTestPki;
+using fakes::TlsTestServer;
+
+struct Pki {
+  fakes::TempDir dir;
+  std::string ca, ca2, cert, key;
+  Pki() {
+    const auto& p = GetTestPki();
+    ca = dir.Write("ca.pem", p.ca_pem);
+    ca2 = dir.Write("ca2.pem", p.ca2_pem);
+    cert = dir.Write("cert.pem", p.cert_pem);
+    key = dir.Write("key.pem", p.key_pem);
+  }
+  std::shared_ptr<const TlsMaterial> Material(bool client_identity = false,
+                                              bool other_ca = false) const {
+    config::TlsConfig t;
+    t.ca_file = other_ca ? ca2 : ca;
+    if (client_identity) {
+      t.client_cert_file = cert;
+      t.client_key_file = key;
+    }
+    auto m = TlsMaterial::Load(t);
+    REQUIRE(m.ok());
+    return *m;
+  }
+};
+
+// "sha256//" + base64(SHA-256(SubjectPublicKeyInfo DER)) of the test leaf certificate.
+std::string LeafPin() {
+  const std::string& pem = GetTestPki().cert_pem;
+  BIO* b = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  X509* x = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+  BIO_free(b);
+  REQUIRE(x != nullptr);
+  unsigned char* der = nullptr;
+  const int n = i2d_PUBKEY(X509_get0_pubkey(x), &der);
+  REQUIRE(n > 0);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(der, static_cast<size_t>(n), digest);
+  OPENSSL_free(der);
+  X509_free(x);
+  return "sha256//" + base64::Encode(std::string(reinterpret_cast<char*>(digest), sizeof(digest)));
+}
+
+config::VaultConfig Cfg(std::vector<std::string> addresses) {
+  config::VaultConfig v;
+  v.addresses = std::move(addresses);
+  v.transit_key = "kubernetes";
+  v.connect_timeout = 2000ms;
+  v.request_timeout = 5000ms;
+  return v;
+}
+
+std::unique_ptr<CurlTransport> Make(const config::VaultConfig& cfg,
+                                    std::shared_ptr<const TlsMaterial> tls) {
+  REQUIRE(CurlTransport::GlobalInit().ok());
+  auto t = CurlTransport::Create(cfg, std::move(tls));
+  REQUIRE(t.ok());
+  return std::move(*t);
+}
+
+HttpRequest Req(HttpRequest::Method m, std::string path, const SecretBuffer* body = nullptr,
+                std::shared_ptr<const SecretBuffer> token = nullptr) {
+  HttpRequest r;
+  r.method = m;
+  r.path = std::move(path);
+  r.body = body;
+  r.token = std::move(token);
+  r.deadline = std::chrono::steady_clock::now() + 10s;
+  return r;
+}
+
+// A request expected to fail: the transport retries failures (with pauses) until shortly
+// before the deadline, so give it little time.
+HttpRequest Failing(std::string path) {
+  HttpRequest r = Req(HttpRequest::Method::kGet, std::move(path));
+  r.deadline = std::chrono::steady_clock::now() + 600ms;
+  return r;
+}
+
+TEST_CASE("CurlTransport GET carries the Vault headers and returns the answer", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  server.SetResponse({200, R"({"data":{"latest_version":1}})", {}, false});
+  auto cfg = Cfg({server.address()});
+  cfg.namespace_ = "team-a";
+  auto t = Make(cfg, pki.Material());
+  auto token = std::make_shared<const SecretBuffer>(SecretBuffer::CopyOf("s.wire-token"));
+  auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/transit/keys/kubernetes", nullptr, token));
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  CHECK(r->body.view() == R"({"data":{"latest_version":1}})");
+  CHECK(r->node == server.address());
+  auto reqs = server.requests();
+  REQUIRE(reqs.size() == 1);
+  CHECK(reqs[0].method == "GET");
+  CHECK(reqs[0].path == "/v1/transit/keys/kubernetes");
+  CHECK(reqs[0].Header("x-vault-token") == "s.wire-token");
+  CHECK(reqs[0].Header("x-vault-request") == "true");
+  CHECK(reqs[0].Header("x-vault-namespace") == "team-a");
+  CHECK(reqs[0].Header("user-agent") == "trousseau");
+}
+
+TEST_CASE("CurlTransport POST sends the body; no token, no token header", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  server.SetResponse({400, R"({"errors":["bad"]})", {}, false});
+  auto t = Make(Cfg({server.address()}), pki.Material());
+  const SecretBuffer body = SecretBuffer::CopyOf(R"({"plaintext":"c2VlZA=="})");
+  auto r = t->Send(Req(HttpRequest::Method::kPost, "/v1/transit/encrypt/kubernetes", &body));
+  REQUIRE(r.ok());
+  CHECK(r->status == 400);  // HTTP errors are answers, for the caller to map
+  auto reqs = server.requests();
+  REQUIRE(reqs.size() == 1);
+  CHECK(reqs[0].method == "POST");
+  CHECK(reqs[0].body == R"({"plaintext":"c2VlZA=="})");
+  CHECK(reqs[0].Header("content-type") == "application/json");
+  CHECK(reqs[0].headers.count("x-vault-token") == 0);
+  CHECK(reqs[0].headers.count("x-vault-namespace") == 0);
+}
+
+TEST_CASE("CurlTransport trusts only the configured CA", "[curl][tls][negative]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  auto t = Make(Cfg({server.address()}), pki.Material(false, /*other_ca=*/true));
+  auto r = t->Send(Failing("/v1/sys/health"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(std::string(r.status().message()), Contains("certificate verification failed"));
+  CHECK(server.requests().empty());
+}
+
+TEST_CASE("CurlTransport enforces SPKI pins", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  {
+    auto cfg = Cfg({server.address()});
+    cfg.tls.spki_pins = {"sha256//" + base64::Encode(std::string(32, 'x')), LeafPin()};
+    auto t = Make(cfg, pki.Material());
+    auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+  }
+  {
+    auto cfg = Cfg({server.address()});
+    cfg.tls.spki_pins = {"sha256//" + base64::Encode(std::string(32, 'x'))};
+    auto t = Make(cfg, pki.Material());
+    auto r = t->Send(Failing("/v1/sys/health"));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+    CHECK_THAT(std::string(r.status().message()), Contains("SPKI pin"));
+  }
+  CHECK(server.requests().size() == 1);  // the mismatched connection never sent the request
+}
+
+TEST_CASE("CurlTransport presents the client identity for mTLS", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem, GetTestPki().ca_pem);
+  {
+    auto t = Make(Cfg({server.address()}), pki.Material(/*client_identity=*/true));
+    auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+  }
+  {
+    auto t = Make(Cfg({server.address()}), pki.Material(/*client_identity=*/false));
+    auto r = t->Send(Failing("/v1/sys/health"));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+  }
+  CHECK(server.requests().size() == 1);
+  CHECK(server.failed_handshakes() >= 1);
+}
+
+TEST_CASE("CurlTransport verifies server_name while connecting to the address", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  {
+    auto cfg = Cfg({server.address()});
+    cfg.tls.server_name = "localhost";  // in the certificate's SAN
+    auto t = Make(cfg, pki.Material());
+    auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+    CHECK(r->node == server.address());
+    auto reqs = server.requests();
+    REQUIRE(reqs.size() == 1);
+    CHECK_THAT(reqs[0].Header("host"), Contains("localhost"));
+  }
+  {
+    auto cfg = Cfg({server.address()});
+    cfg.tls.server_name = "vault.example.com";  // not in the certificate
+    auto t = Make(cfg, pki.Material());
+    auto r = t->Send(Failing("/v1/sys/health"));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+  }
+}
+
+TEST_CASE("CurlTransport fails over from a 503 node and prefers the good one", "[curl][tls]") {
+  Pki pki;
+  fakes::LogCapture cap;
+  TlsTestServer a(GetTestPki().cert_pem, GetTestPki().key_pem);
+  TlsTestServer b(GetTestPki().cert_pem, GetTestPki().key_pem);
+  a.SetResponse({503, R"({"errors":["Vault is sealed"]})", {}, false});
+  b.SetResponse({200, "{}", {}, false});
+  auto t = Make(Cfg({a.address(), b.address()}), pki.Material());
+  CHECK(t->CurrentNode() == a.address());
+  auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  CHECK(r->node == b.address());
+  CHECK(t->CurrentNode() == b.address());
+  CHECK(cap.events("vault.failover").size() == 1);
+  // The next request starts at the good node.
+  auto r2 = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+  REQUIRE(r2.ok());
+  CHECK(a.requests().size() == 1);
+  CHECK(b.requests().size() == 2);
+}
+
+TEST_CASE("CurlTransport returns the last node's 503 when all are unhealthy", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer a(GetTestPki().cert_pem, GetTestPki().key_pem);
+  TlsTestServer b(GetTestPki().cert_pem, GetTestPki().key_pem);
+  a.SetResponse({503, "{}", {}, false});
+  b.SetResponse({429, R"({"errors":["rate limited"]})", {}, false});
+  auto t = Make(Cfg({a.address(), b.address()}), pki.Material());
+  auto r = t->Send(Failing("/v1/sys/health"));
+  REQUIRE(r.ok());
+  CHECK(r->status == 429);
+  CHECK(r->node == b.address());
+}
+
+TEST_CASE("CurlTransport follows a standby redirect only to a configured node", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer standby(GetTestPki().cert_pem, GetTestPki().key_pem);
+  TlsTestServer active(GetTestPki().cert_pem, GetTestPki().key_pem);
+  standby.SetResponse({307, "", {{"Location", active.address() + "/v1/sys/health"}}, false});
+  active.SetResponse({200, R"({"active":true})", {}, false});
+  {
+    auto t = Make(Cfg({standby.address(), active.address()}), pki.Material());
+    auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+    CHECK(r->node == active.address());
+    CHECK(r->body.view() == R"({"active":true})");
+  }
+  {
+    auto t = Make(Cfg({standby.address()}), pki.Material());  // active is not configured
+    auto r = t->Send(Failing("/v1/sys/health"));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+    CHECK_THAT(std::string(r.status().message()), Contains("not in vault.addresses"));
+  }
+  CHECK(active.requests().size() == 1);
+}
+
+TEST_CASE("CurlTransport caps the response size", "[curl][tls][negative]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  server.SetResponse({200, std::string(5000, 'x'), {}, false});
+  auto cfg = Cfg({server.address()});
+  cfg.max_response_bytes = 1000;
+  auto t = Make(cfg, pki.Material());
+  auto r = t->Send(Failing("/v1/sys/health"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kInternal);
+  CHECK_THAT(std::string(r.status().message()), Contains("vault.max_response_bytes"));
+  // Not retryable: one node, one request.
+  CHECK(server.requests().size() == 1);
+
+  server.SetResponse({200, std::string(1000, 'y'), {}, false});
+  auto ok = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+  REQUIRE(ok.ok());
+  CHECK(ok->body.size() == 1000);
+}
+
+TEST_CASE("CurlTransport times out a node that does not answer", "[curl][tls][negative]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  server.SetResponse({200, "{}", {}, /*hang=*/true});
+  auto cfg = Cfg({server.address()});
+  cfg.request_timeout = 300ms;  // each attempt really waits this long
+  auto t = Make(cfg, pki.Material());
+  auto r = t->Send(Failing("/v1/sys/health"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK_THAT(std::string(r.status().message()), Contains("timed out after"));
+}
+
+}  // namespace
+}  // namespace trousseau::vault
