@@ -23,6 +23,18 @@ bool ReadInt(const SecretJson& obj, const char* name, int64_t* out) {
   return false;
 }
 
+// Parses a Transit answer and returns its "data" object, or INTERNAL naming what is missing.
+absl::StatusOr<SecretJson> DataObject(const SecretBuffer& body, const std::string& where) {
+  auto j = ParseSecret(body);
+  if (!j.ok()) {
+    return absl::InternalError(where + "malformed response: " + std::string(j.status().message()));
+  }
+  if (!j->is_object() || !j->contains("data") || !(*j)["data"].is_object()) {
+    return absl::InternalError(where + "malformed response: no data object");
+  }
+  return std::move((*j)["data"]);
+}
+
 }  // namespace
 
 TransitClient::TransitClient(HttpTransport& http, TokenSource& tokens, std::string mount,
@@ -107,13 +119,8 @@ absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64
   ASSIGN_OR_RETURN(HttpResponse resp, Call(HttpRequest::Method::kPost,
                                            "/v1/" + mount_ + "/encrypt/" + key_, &body, deadline));
   if (resp.status != 200) return MapHttpError(resp, "encrypt");
-  auto j = ParseSecret(resp.body);
   const std::string where = "vault " + resp.node + ": transit encrypt: ";
-  if (!j.ok()) return absl::InternalError(where + "malformed response: " + std::string(j.status().message()));
-  if (!j->is_object() || !j->contains("data") || !(*j)["data"].is_object()) {
-    return absl::InternalError(where + "malformed response: no data object");
-  }
-  const auto& data = (*j)["data"];
+  ASSIGN_OR_RETURN(const SecretJson data, DataObject(resp.body, where));
   auto it = data.find("ciphertext");
   if (it == data.end() || !it->is_string()) {
     return absl::InternalError(where + "malformed response: no data.ciphertext string");
@@ -143,13 +150,10 @@ absl::StatusOr<Unwrapped> TransitClient::Decrypt(std::string_view ciphertext, De
                                            "/v1/" + mount_ + "/decrypt/" + key_, &body, deadline));
   if (resp.status != 200) return MapHttpError(resp, "decrypt");
   const std::string where = "vault " + resp.node + ": transit decrypt: ";
-  auto j = ParseSecret(resp.body);
+  auto parsed = DataObject(resp.body, where);
   resp.body.clear();
-  if (!j.ok()) return absl::InternalError(where + "malformed response: " + std::string(j.status().message()));
-  if (!j->is_object() || !j->contains("data") || !(*j)["data"].is_object()) {
-    return absl::InternalError(where + "malformed response: no data object");
-  }
-  const auto& data = (*j)["data"];
+  if (!parsed.ok()) return parsed.status();
+  const SecretJson& data = *parsed;
   auto it = data.find("plaintext");
   if (it == data.end() || !it->is_string()) {
     return absl::InternalError(where + "malformed response: no data.plaintext string");
@@ -170,12 +174,7 @@ absl::StatusOr<KeyInfo> TransitClient::ReadKey(Deadline deadline) {
                         deadline));
   if (resp.status != 200) return MapHttpError(resp, "read key");
   const std::string where = "vault " + resp.node + ": transit read key " + mount_ + "/" + key_ + ": ";
-  auto j = ParseSecret(resp.body);
-  if (!j.ok()) return absl::InternalError(where + "malformed response: " + std::string(j.status().message()));
-  if (!j->is_object() || !j->contains("data") || !(*j)["data"].is_object()) {
-    return absl::InternalError(where + "malformed response: no data object");
-  }
-  const auto& data = (*j)["data"];
+  ASSIGN_OR_RETURN(const SecretJson data, DataObject(resp.body, where));
   KeyInfo info;
   if (!ReadInt(data, "latest_version", &info.latest_version) || info.latest_version < 1) {
     return absl::InternalError(where + "malformed response: no valid data.latest_version");

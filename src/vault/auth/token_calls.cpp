@@ -38,14 +38,21 @@ absl::StatusOr<SecretJson> ObjectAt(const SecretBuffer& body, const char* name,
 
 }  // namespace
 
-absl::StatusOr<TokenInfo> LookupSelf(HttpTransport& http,
-                                     const std::shared_ptr<const SecretBuffer>& token,
-                                     Deadline deadline) {
-  const std::string where = "vault auth/token/lookup-self";
+namespace {
+
+// One token self-service call: send, map errors (never echoing the token), then read the TTL
+// field and `renewable` from the answer's `section` object.
+absl::StatusOr<TokenInfo> TokenCall(HttpTransport& http,
+                                    const std::shared_ptr<const SecretBuffer>& token,
+                                    HttpRequest::Method method, const char* path,
+                                    const SecretBuffer* body, Deadline deadline,
+                                    const char* section, const char* ttl_field) {
+  const std::string where = std::string("vault ") + (path + 4);  // "auth/token/..."
   HttpRequest req;
-  req.method = HttpRequest::Method::kGet;
-  req.path = "/v1/auth/token/lookup-self";
+  req.method = method;
+  req.path = path;
   req.token = token;
+  req.body = body;
   req.deadline = deadline;
   auto resp = http.Send(req);
   if (!resp.ok()) {
@@ -54,56 +61,42 @@ absl::StatusOr<TokenInfo> LookupSelf(HttpTransport& http,
                                                      {token.get()}));
   }
   if (resp->status != 200) return MapError(*resp, where, token.get());
-  // The answer carries the token's id and accessor: parse it as a secret, keep two fields.
-  auto data = ObjectAt(resp->body, "data", where);
+  // Answers carry the token's id or the token itself: parse as a secret, keep two fields.
+  auto obj = ObjectAt(resp->body, section, where);
   resp->body.clear();
-  if (!data.ok()) return data.status();
+  if (!obj.ok()) return obj.status();
   TokenInfo info;
-  auto ttl = data->find("ttl");
-  if (ttl == data->end() || !ttl->is_number_integer() || ttl->get<int64_t>() < 0) {
-    return absl::InternalError(where + ": malformed answer: no non-negative data.ttl");
+  auto ttl = obj->find(ttl_field);
+  if (ttl == obj->end() || !ttl->is_number_integer() || ttl->get<int64_t>() < 0) {
+    return absl::InternalError(where + ": malformed answer: no non-negative " + section + "." +
+                               ttl_field);
   }
   info.ttl = std::chrono::seconds(ttl->get<int64_t>());
-  auto r = data->find("renewable");
-  if (r != data->end() && r->is_boolean()) info.renewable = r->get<bool>();
+  auto r = obj->find("renewable");
+  if (r != obj->end() && r->is_boolean()) info.renewable = r->get<bool>();
   return info;
+}
+
+}  // namespace
+
+absl::StatusOr<TokenInfo> LookupSelf(HttpTransport& http,
+                                     const std::shared_ptr<const SecretBuffer>& token,
+                                     Deadline deadline) {
+  return TokenCall(http, token, HttpRequest::Method::kGet, "/v1/auth/token/lookup-self", nullptr,
+                   deadline, "data", "ttl");
 }
 
 absl::StatusOr<TokenInfo> RenewSelf(HttpTransport& http,
                                     const std::shared_ptr<const SecretBuffer>& token,
                                     std::chrono::seconds increment, Deadline deadline) {
-  const std::string where = "vault auth/token/renew-self";
   SecretBuffer body;
   {
     SecretJson j = SecretJson::object();
     j["increment"] = static_cast<int64_t>(increment.count());
     body = DumpSecret(j);
   }
-  HttpRequest req;
-  req.method = HttpRequest::Method::kPost;
-  req.path = "/v1/auth/token/renew-self";
-  req.token = token;
-  req.body = &body;
-  req.deadline = deadline;
-  auto resp = http.Send(req);
-  if (!resp.ok()) {
-    return absl::Status(resp.status().code(),
-                        where + ": " + RedactSecrets(std::string(resp.status().message()),
-                                                     {token.get()}));
-  }
-  if (resp->status != 200) return MapError(*resp, where, token.get());
-  auto a = ObjectAt(resp->body, "auth", where);
-  resp->body.clear();
-  if (!a.ok()) return a.status();
-  TokenInfo info;
-  auto l = a->find("lease_duration");
-  if (l == a->end() || !l->is_number_integer() || l->get<int64_t>() < 0) {
-    return absl::InternalError(where + ": malformed answer: no non-negative auth.lease_duration");
-  }
-  info.ttl = std::chrono::seconds(l->get<int64_t>());
-  auto r = a->find("renewable");
-  if (r != a->end() && r->is_boolean()) info.renewable = r->get<bool>();
-  return info;
+  return TokenCall(http, token, HttpRequest::Method::kPost, "/v1/auth/token/renew-self", &body,
+                   deadline, "auth", "lease_duration");
 }
 
 }  // namespace trousseau::vault::auth
