@@ -7,6 +7,7 @@
 //   trousseau-bench vault --addr https://127.0.0.1:PORT --ca F --cert F --key F --token-file F
 //                   [--mount transit] --key-name kubernetes --n N --concurrency C
 //                   --op encrypt|decrypt [--json]
+//   [--latencies-out FILE]  also write every measured call's latency (ns, sorted, one a line)
 //
 // Each of C threads warms up (--warmup calls, default 20: connection set up, TLS handshake done),
 // then all start together and time every call with steady_clock. One line per run: mode, op, n,
@@ -55,15 +56,18 @@ const char* const kUsage =
     "usage:\n"
     "  trousseau-bench plugin --socket PATH --n N --concurrency C\n"
     "                  --op encrypt|decrypt|status\n"
-    "                  [--warmup W] [--json]\n"
+    "                  [--warmup W] [--json] [--latencies-out FILE]\n"
     "  trousseau-bench vault --addr https://HOST:PORT --ca FILE --cert FILE --key FILE\n"
     "                  --token-file FILE [--mount transit] --key-name NAME --n N\n"
     "                  --concurrency C --op encrypt|decrypt [--warmup W] [--json]\n"
+    "                  [--latencies-out FILE]\n"
     "\n"
     "  --n            measured calls in total, spread over the threads (default 1000)\n"
     "  --concurrency  threads, each with its own blocking call in flight (default 1)\n"
     "  --warmup       untimed calls per thread before the clock starts (default 20)\n"
-    "  --json         one JSON object per run instead of the text line\n";
+    "  --json         one JSON object per run instead of the text line\n"
+    "  --latencies-out  also write each measured call's latency in ns to FILE, sorted, one a\n"
+    "                 line (so that runs can be merged into exact percentiles)\n";
 
 struct Options {
   std::string mode;
@@ -72,6 +76,7 @@ struct Options {
   long concurrency = 1;
   long warmup = 20;
   bool json = false;
+  std::string latencies_out;
   // plugin
   std::string socket;
   // vault
@@ -130,6 +135,7 @@ Options ParseArgs(int argc, char** argv) {
     else if (flag == "--token-file") o.token_file = value;
     else if (flag == "--mount") o.mount = value;
     else if (flag == "--key-name") o.key_name = value;
+    else if (flag == "--latencies-out") o.latencies_out = value;
     else Usage("unknown flag " + flag);
   }
   if (o.op != "encrypt" && o.op != "decrypt" && o.op != "status") {
@@ -532,6 +538,15 @@ int main(int argc, char** argv) {
   curl_global_cleanup();
 
   const auto& l = r.latencies_ns;
+  if (!o.latencies_out.empty()) {
+    std::ofstream out(o.latencies_out, std::ios::trunc);
+    for (int64_t x : l) out << x << '\n';
+    out.flush();
+    if (!out) {
+      std::cerr << "trousseau-bench: cannot write --latencies-out " << o.latencies_out << "\n";
+      return 1;
+    }
+  }
   const double ok = static_cast<double>(l.size());
   double mean = 0;
   for (int64_t x : l) mean += static_cast<double>(x);
