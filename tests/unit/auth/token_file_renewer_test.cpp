@@ -30,6 +30,7 @@ RenewerOptions NoJitter() {
 
 TEST_CASE("a renewable token is renewed at two thirds of its TTL, with the TTL as increment",
           "[auth][renewer]") {
+  LogCapture logs;
   FakeClock clock;
   FakeHttpTransport http;
   FakeTokenSource tokens("s.file-token");
@@ -60,6 +61,7 @@ TEST_CASE("a renewable token is renewed at two thirds of its TTL, with the TTL a
 }
 
 TEST_CASE("jitter renews up to 10% earlier, never later", "[auth][renewer]") {
+  LogCapture logs;
   FakeClock clock;
   FakeHttpTransport http;
   FakeTokenSource tokens;
@@ -76,6 +78,7 @@ TEST_CASE("jitter renews up to 10% earlier, never later", "[auth][renewer]") {
 
 TEST_CASE("a new token in the file is looked up and renewed on its own schedule",
           "[auth][renewer]") {
+  LogCapture logs;
   FakeClock clock;
   FakeHttpTransport http;
   FakeTokenSource tokens("s.first");
@@ -92,6 +95,7 @@ TEST_CASE("a new token in the file is looked up and renewed on its own schedule"
 }
 
 TEST_CASE("tokens that do not expire or are not renewable are never renewed", "[auth][renewer]") {
+  LogCapture logs;
   for (auto [ttl, renewable] : {std::pair{0L, true}, std::pair{60L, false}}) {
     FakeClock clock;
     FakeHttpTransport http;
@@ -152,6 +156,7 @@ TEST_CASE("a failed renewal is retried after the retry period, and never logs th
 
 TEST_CASE("a token Vault refuses at lookup is not renewed and the error is kept",
           "[auth][renewer]") {
+  LogCapture logs;
   FakeClock clock;
   FakeHttpTransport http;
   FakeTokenSource tokens;
@@ -166,6 +171,7 @@ TEST_CASE("a token Vault refuses at lookup is not renewed and the error is kept"
 }
 
 TEST_CASE("Start and Stop run the loop on the clock and stop promptly", "[auth][renewer]") {
+  LogCapture logs;  // the loop renews many times in virtual time
   FakeClock clock;  // free-running: WaitUntil returns at once in virtual time
   FakeHttpTransport http;
   FakeTokenSource tokens;
