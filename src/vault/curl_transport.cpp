@@ -216,7 +216,65 @@ bool CurlTransport::IsConfiguredNode(const std::string& origin) const {
   return std::find(cfg_.addresses.begin(), cfg_.addresses.end(), origin) != cfg_.addresses.end();
 }
 
+namespace {
+std::vector<std::string> TlsFiles(const config::TlsConfig& t) {
+  std::vector<std::string> files = {t.ca_file};
+  if (!t.client_cert_file.empty()) {
+    files.push_back(t.client_cert_file);
+    files.push_back(t.client_key_file);
+  }
+  return files;
+}
+
+std::vector<FileIdentity> Identities(const std::vector<std::string>& files) {
+  std::vector<FileIdentity> out;
+  for (const auto& f : files) {
+    auto id = StatFile(f);
+    out.push_back(id.ok() ? *id : FileIdentity{});
+  }
+  return out;
+}
+}  // namespace
+
+std::shared_ptr<const TlsMaterial> CurlTransport::CurrentTls() {
+  std::lock_guard<std::mutex> lock(tls_mu_);
+  return tls_;
+}
+
+void CurlTransport::MaybeReloadTls() {
+  const auto now = SystemClock().Now();
+  {
+    std::lock_guard<std::mutex> lock(tls_mu_);
+    if (tls_files_.empty()) {  // first call: remember what was loaded at start
+      tls_files_ = Identities(TlsFiles(cfg_.tls));
+      tls_checked_ = now;
+      return;
+    }
+    if (now - tls_checked_ < kTlsCheckPeriod) return;
+    tls_checked_ = now;
+  }
+  auto ids = Identities(TlsFiles(cfg_.tls));
+  {
+    std::lock_guard<std::mutex> lock(tls_mu_);
+    if (ids == tls_files_) return;
+  }
+  // A file was replaced (or is mid-replacement): load all of it; keep the old material on error.
+  auto fresh = TlsMaterial::Load(cfg_.tls);
+  std::lock_guard<std::mutex> lock(tls_mu_);
+  if (!fresh.ok()) {
+    log::Warn("tls.reload", "TLS files changed but cannot be loaded; keeping the current ones",
+              {{"error", std::string(fresh.status().message())}});
+    return;  // tls_files_ unchanged: retried at the next check
+  }
+  tls_ = *fresh;
+  tls_files_ = std::move(ids);
+  log::Info("tls.reload", "TLS files changed; new connections use the reloaded CA and identity",
+            {{"ca_certificates", static_cast<int64_t>(tls_->ca_count())},
+             {"client_identity", tls_->has_client_identity()}});
+}
+
 absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
+  MaybeReloadTls();
   absl::Status last = absl::UnavailableError("vault: no address configured");
   std::optional<HttpResponse> unhealthy;  // the last 429/502/503 answer, if any
   for (int pass = 0; pass < kMaxPasses; ++pass) {
@@ -397,7 +455,8 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
   set(curl_easy_setopt(c, CURLOPT_CAINFO, nullptr));
   set(curl_easy_setopt(c, CURLOPT_CAPATH, nullptr));
   set(curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, &ApplyTls));
-  set(curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, const_cast<TlsMaterial*>(tls_.get())));
+  const std::shared_ptr<const TlsMaterial> tls = CurrentTls();  // alive for this request
+  set(curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, const_cast<TlsMaterial*>(tls.get())));
   if (!pins_.empty()) set(curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pins_.c_str()));
   if (connect_list != nullptr) set(curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_list));
   set(curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms));

@@ -13,6 +13,7 @@
 
 #include "config/config.h"
 #include "vault/http_transport.h"
+#include "hardening/secret_file.h"
 #include "vault/tls_material.h"
 
 namespace trousseau::vault {
@@ -57,7 +58,16 @@ class CurlTransport final : public HttpTransport {
   bool IsConfiguredNode(const std::string& origin) const;
 
   config::VaultConfig cfg_;
+  // TLS material: replaced when the CA, certificate or key file changes (checked at most every
+  // kTlsCheckPeriod, on the request path). New connections use the new material; a kept-alive
+  // connection finishes its life with the old one.
+  static constexpr std::chrono::seconds kTlsCheckPeriod{10};
+  std::shared_ptr<const TlsMaterial> CurrentTls();
+  void MaybeReloadTls();
+  std::mutex tls_mu_;
   std::shared_ptr<const TlsMaterial> tls_;
+  std::vector<FileIdentity> tls_files_;
+  SteadyTime tls_checked_{};
   std::string pins_;  // "sha256//a;sha256//b" or empty
   struct Share;
   std::unique_ptr<Share> share_;
