@@ -177,6 +177,9 @@ def attach_logs(request):
 
 
 # ------------------------------------------------------------------ helpers
+from test_core import wait_rpc  # noqa: E402  (one bounded poll helper for all suites)
+
+
 def wait_ok(pl: Plugin, timeout: float = 15.0):
     return pl.wait_healthz(lambda s: s.healthz == OK, timeout, 'healthz "ok"')
 
@@ -185,19 +188,6 @@ def wait_not_ok(pl: Plugin, timeout: float = 10.0):
     return pl.wait_healthz(lambda s: s.healthz != OK, timeout, 'healthz other than "ok"')
 
 
-def wait_rpc(fn, predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except grpc.RpcError as e:
-            last = e
-        if predicate(last):
-            return last
-        time.sleep(0.1)
-    desc = last if not isinstance(last, grpc.RpcError) else f"{last.code()}: {last.details()}"
-    raise AssertionError(f"{what} not reached within {timeout}s; last: {desc}")
 
 
 def round_trip(pl: Plugin, n: int = 1, uid: str = "it") -> list[tuple[bytes, bytes]]:
