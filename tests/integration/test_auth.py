@@ -285,6 +285,12 @@ def test_proof1_short_ttl_token_renewed_under_load_with_zero_failures(plugin_fac
     assert n["renewals"] >= int(LOAD_SECONDS / 2.7) - 2, n
     assert n["renewal_failures"] == 0, n
     if LOAD_SECONDS >= 60:
+        # The 60 s max TTL forces a fresh login at about 56-60 s after the first one; on a
+        # loaded machine that can fall just after the load window, so wait for it (bounded).
+        give_up = time.monotonic() + 20
+        while n["logins"] < 2 and time.monotonic() < give_up:
+            time.sleep(0.5)
+            n = lifecycle_numbers(pl)
         assert n["logins"] >= 2, n
 
 
