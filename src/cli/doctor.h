@@ -7,6 +7,7 @@
 // uses. docs/doctor.md lists every check, its fix and the exit codes; keep them in step.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <chrono>

@@ -24,7 +24,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ENC = f"{TRANSIT_MOUNT}/encrypt/{TRANSIT_KEY}"
 DEC = f"{TRANSIT_MOUNT}/decrypt/{TRANSIT_KEY}"
 KEYS = f"{TRANSIT_MOUNT}/keys/{TRANSIT_KEY}"
-LINE = re.compile(r"^(✓|✗|!) ([^:]+): (.*)$")
+LINE = re.compile(r"^(✓|✗|!) (.+?): (.*)$")  # names hold no ": " (addresses hold ":")
 
 
 def policy(enc=("update",), dec=("update",), keys=("read",)) -> str:

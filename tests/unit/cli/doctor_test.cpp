@@ -369,13 +369,13 @@ TEST_CASE("doctor capabilities: exact, missing, create (upsert trap), broader", 
     CHECK(EvaluateCapabilities("transit", "k", m)[0].result == Result::kFail);
   }
   SECTION("broader grants warn") {
-    for (const std::string extra : {"sudo", "delete", "list", "create", "patch"}) {
+    for (const char* extra : {"sudo", "delete", "list", "create", "patch"}) {
       auto m = exact;
       m["transit/decrypt/k"] = {"update", extra};
       auto c = EvaluateCapabilities("transit", "k", m);
       CHECK(c[1].result == Result::kWarn);
       CHECK_THAT(c[1].detail, Contains("broader than needed"));
-      CHECK_THAT(c[1].detail, Contains(extra));
+      CHECK_THAT(c[1].detail, Contains(std::string(extra)));
     }
     auto m = exact;
     m["transit/keys/k"] = {"read", "update"};
@@ -455,7 +455,7 @@ TEST_CASE("doctor encryption config: negative cases", "[doctor][enc][negative]")
   CHECK_THAT(other[0].detail, Contains("found: unix:///run/t.sock"));
   CHECK_THAT(other[0].fix, Contains("unix:///run/other.sock"));
 
-  for (const std::string bad : {std::string("{not yaml"), std::string("- a list"), std::string(""),
+  for (const std::string& bad : {std::string("{not yaml"), std::string("- a list"), std::string(""),
                                 Replace(kGoodEnc, "kind: EncryptionConfiguration", "kind: Pod"),
                                 Replace(kGoodEnc, "apiserver.config.k8s.io/v1", "v1"),
                                 std::string("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n"),
