@@ -901,8 +901,8 @@ std::vector<Check> RunAll(const Options& opts) {
   auto cfg = config::LoadConfigFile(opts.config_path);
   if (!cfg.ok()) {
     out.push_back(Fail("config", std::string(cfg.status().message()),
-                       "correct the key named above (docs/configuration.md); the other checks need "
-                       "a valid config"));
+                       "correct the config (docs/configuration.md); the other checks need a valid "
+                       "config"));
     return out;
   }
   const RuntimeIdentity who = Runtime(*cfg);
@@ -1013,11 +1013,13 @@ int Main(const std::vector<std::string>& args) {
   Options opts;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    bool missing = false;
     auto value = [&](const std::string& flag, std::string* dst) {
       if (a == flag && i + 1 < args.size()) {
         *dst = args[++i];
         return true;
       }
+      if (a == flag) missing = true;
       if (a.rfind(flag + "=", 0) == 0) {
         *dst = a.substr(flag.size() + 1);
         return true;
@@ -1036,6 +1038,7 @@ int Main(const std::vector<std::string>& args) {
     }
     if (value("--output", &output)) {
       if (output != "text" && output != "json") {
+        Usage(stderr);
         std::fprintf(stderr, "trousseau doctor: --output must be text or json\n");
         return kExitUsage;
       }
@@ -1043,7 +1046,11 @@ int Main(const std::vector<std::string>& args) {
       continue;
     }
     Usage(stderr);
-    std::fprintf(stderr, "trousseau doctor: unknown argument: %s\n", a.substr(0, 64).c_str());
+    if (missing) {
+      std::fprintf(stderr, "trousseau doctor: %s needs a value\n", a.c_str());
+    } else {
+      std::fprintf(stderr, "trousseau doctor: unknown argument: %s\n", a.substr(0, 64).c_str());
+    }
     return kExitUsage;
   }
   if (opts.config_path.empty()) {
