@@ -699,7 +699,7 @@ std::vector<Check> CheckVaultApi(const config::Config& cfg, vault::HttpTransport
                          "create it (bao write -f " + keys_path + " type=aes256-gcm96) or correct "
                          "vault.transit.key / vault.transit.mount"));
     } else if (resp->status == 403) {
-      out.push_back(Fail(name, "permission denied reading " + keys_path + ErrorsOf(resp->body),
+      out.push_back(Fail(name, "permission denied reading " + keys_path,
                          "add to the token's policy: path \"" + keys_path +
                              "\" { capabilities = [\"read\"] }"));
     } else if (resp->status != 200) {
@@ -776,7 +776,7 @@ std::vector<Check> CheckNodeHealth(const config::Config& cfg, const std::string&
     if (msg.find("certificate verification failed") != std::string::npos) {
       fix = "vault.tls.ca_file (" + t.ca_file + ") must hold the CA that signed the server "
             "certificate" + (t.server_name.empty() ? std::string() : " for " + t.server_name) +
-            "; compare with: openssl s_client -connect HOST:PORT -CAfile " + t.ca_file;
+            "; compare with: openssl s_client -connect " + node.substr(8) + " -CAfile " + t.ca_file;
     } else if (msg.find("SPKI pin") != std::string::npos) {
       fix = "update vault.tls.spki_pins to the server key's pin (docs/configuration.md)";
     } else if (msg.find("client certificate") != std::string::npos ||
