@@ -15,8 +15,9 @@ import subprocess
 
 import pytest
 
-from itlib.auth_setup import cred_dir, write_credential
+from itlib.auth_setup import cred_dir, setup_approle, write_credential
 from itlib.openbao import TRANSIT_KEY, TRANSIT_MOUNT
+from itlib.plugin import DELETE
 
 pytestmark = pytest.mark.plugin
 
@@ -116,6 +117,22 @@ def test_json_output_matches_text(doctor, bao, it_dir):
         assert c["result"] in ("ok", "warn", "fail")
     assert [c["name"] for c in checks] == [n for _, n, _ in text.lines]
     assert all(c["result"] == "ok" for c in checks)
+
+
+def test_approle_login_with_the_shipped_policy(doctor, bao, it_dir):
+    """A login method, and the project's policy (no sys/capabilities-self, no default policy):
+    everything passes except that the capabilities cannot be listed (a warning, exit 2)."""
+    auth = setup_approle(bao, it_dir, "doctor-approle")
+    d = doctor({"vault": {"auth": {"token_file": DELETE, **auth}}})
+    assert d.rc == 2, d
+    assert not d.marks("✗"), d
+    assert [n for n, _ in d.marks("!")] == ["capabilities"], d
+    assert "approle login at auth/doctor-approle" in dict(d.marks("✓"))["vault login"]
+    assert "file vault.auth.secret_id_file" in dict(d.marks("✓"))
+    for f in (auth["secret_id_file"], auth["role_id_file"]):
+        with open(f) as fh:
+            secret = fh.read().strip()
+        assert secret not in d.out and secret not in d.err
 
 
 def test_policy_without_read_on_key_fails_naming_the_path(doctor, bao, it_dir):
