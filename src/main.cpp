@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/doctor.h"
 #include "config/config.h"
 #include "envelope/key_service.h"
 #include "hardening/privileges.h"
@@ -52,6 +53,7 @@ void PrintUsage(FILE* out) {
                "Usage:\n"
                "  trousseau serve --config FILE         run the KMS plugin\n"
                "  trousseau check-config --config FILE  validate the config and the files it names\n"
+               "  trousseau doctor --config FILE        preflight checks of a node (see --help)\n"
                "  trousseau version                     print version and linked libraries\n"
                "  trousseau seccomp-profile             print the container runtime seccomp profile\n"
                "  trousseau seccomp-rules               list the in-process syscall allowlist\n");
@@ -360,6 +362,7 @@ int main(int argc, char** argv) {
     }
     return kExitOk;
   }
+  if (cmd == "doctor") return cli::doctor::Main(std::vector<std::string>(args.begin() + 1, args.end()));
   if (cmd == "seccomp-profile") {
     std::fputs(hardening::RuntimeProfileJson().c_str(), stdout);
     return kExitOk;

@@ -70,23 +70,29 @@ size_t WriteBody(char* data, size_t size, size_t nmemb, void* userp) {
 
 struct HeaderTarget {
   std::string location;
+  std::string date;
 };
 
-// Captures only the Location header (for standby redirects); other headers are ignored.
+// The value of `line` if it is the header `name` (lower-case, with the colon), else nullopt.
+std::optional<std::string> HeaderValue(std::string_view line, std::string_view name) {
+  if (line.size() <= name.size()) return std::nullopt;
+  std::string lower(line.substr(0, name.size()));
+  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  if (lower != name) return std::nullopt;
+  std::string_view v = line.substr(name.size());
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.remove_suffix(1);
+  return std::string(v.substr(0, 2048));
+}
+
+// Captures only the Location header (for standby redirects) and the Date header (for the clock
+// skew check); other headers are ignored.
 size_t ReadHeader(char* data, size_t size, size_t nmemb, void* userp) {
   const size_t n = size * nmemb;
   std::string_view line(data, n);
-  constexpr std::string_view kLoc = "location:";
-  if (line.size() > kLoc.size()) {
-    std::string lower(line.substr(0, kLoc.size()));
-    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-    if (lower == kLoc) {
-      std::string_view v = line.substr(kLoc.size());
-      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.remove_suffix(1);
-      static_cast<HeaderTarget*>(userp)->location = std::string(v.substr(0, 2048));
-    }
-  }
+  auto* t = static_cast<HeaderTarget*>(userp);
+  if (auto v = HeaderValue(line, "location:")) t->location = std::move(*v);
+  if (auto v = HeaderValue(line, "date:")) t->date = std::move(*v).substr(0, 64);
   return n;
 }
 
@@ -504,6 +510,7 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
       curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
       out.status = status;
       if (status == 307) out.redirect_location = headers_in.location;
+      out.date = headers_in.date;
       result = std::move(out);
     }
   }

@@ -24,6 +24,7 @@ struct HttpResponse {
   SecretBuffer body;  // may hold secrets (decrypt answers, login answers)
   std::string node;   // the address that answered, for logs and the audit trail
   std::string redirect_location;  // Location of a 307 (standby to active), else empty
+  std::string date;               // the Date header as sent (clock-skew check in `doctor`), or empty
 };
 
 class HttpTransport {

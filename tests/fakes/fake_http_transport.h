@@ -42,6 +42,7 @@ struct ScriptedResponse {
   std::string body;
   std::string node = "https://vault-a.test:8200";
   std::string redirect_location;
+  std::string date;  // the Date header
 };
 
 class FakeHttpTransport final : public vault::HttpTransport {
@@ -102,6 +103,7 @@ class FakeHttpTransport final : public vault::HttpTransport {
       resp.body = SecretBuffer::CopyOf(r.body);
       resp.node = r.node;
       resp.redirect_location = r.redirect_location;
+      resp.date = r.date;
       last_node_ = r.node;
       out = std::move(resp);
     }

@@ -124,6 +124,22 @@ TEST_CASE("CurlTransport GET carries the Vault headers and returns the answer", 
   CHECK(reqs[0].Header("user-agent") == "trousseau");
 }
 
+TEST_CASE("CurlTransport returns the Date header (for doctor's clock-skew check)", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  server.SetResponse({200, "{}", {{"Date", "Tue, 01 Dec 2026 20:57:38 GMT"}}, false});
+  auto t = Make(Cfg({server.address()}), pki.Material());
+  auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+  REQUIRE(r.ok());
+  CHECK(r->date == "Tue, 01 Dec 2026 20:57:38 GMT");
+  CHECK(r->redirect_location.empty());
+
+  server.SetResponse({200, "{}", {}, false});  // no Date header: empty, not stale
+  auto r2 = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+  REQUIRE(r2.ok());
+  CHECK(r2->date.empty());
+}
+
 TEST_CASE("CurlTransport POST sends the body; no token, no token header", "[curl][tls]") {
   Pki pki;
   TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
