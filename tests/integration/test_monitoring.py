@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.request
 
+import grpc
 import pytest
 import yaml
 
@@ -369,7 +370,6 @@ def test_every_metric_the_rules_and_dashboard_use_is_exported(plugin_factory, ba
     pl.status()
     c = pl.v1_encrypt(b"monitoring")
     assert pl.v1_decrypt(c.cipher).plain == b"monitoring"
-    import grpc
     with pytest.raises(grpc.RpcError) as ei:
         pl.decrypt(b"not a ciphertext", key_id="nope", uid="mon-bad")
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
