@@ -1,0 +1,413 @@
+"""deploy/monitoring: Prometheus alert rules, their promtool unit tests, and the Grafana dashboard.
+
+- `promtool check rules` and `promtool test rules` (promtool from Debian's `prometheus` package,
+  installed by scripts/install-deps), plus mutations of the rules that the unit tests must catch;
+- every alert has a firing and a quiet case, summary/description annotations and a runbook
+  anchor that exists in docs/monitoring.md;
+- dashboard.json: structure (ids, grid, datasource variable, targets) and every query parses
+  as PromQL (promtool, after the Grafana variables are substituted);
+- every metric the rules and the dashboard name is exported by the real binary: a plugin started
+  against the real OpenBao (AppRole login with a 4 s token, so logins and renewals happen), KMS
+  traffic sent, `GET /metrics` on `http.listen`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import grpc
+import pytest
+import yaml
+
+from itlib.auth_setup import setup_approle
+from itlib.plugin import DELETE
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MON = os.path.join(REPO, "deploy", "monitoring")
+ALERTS = os.path.join(MON, "alerts.yaml")
+ALERTS_TEST = os.path.join(MON, "alerts_test.yaml")
+DASHBOARD = os.path.join(MON, "dashboard.json")
+DOC = os.path.join(REPO, "docs", "monitoring.md")
+METRICS_DOC = os.path.join(REPO, "docs", "metrics.md")  # the metric reference
+
+SEVERITIES = {"critical", "warning", "info"}
+
+
+# ------------------------------------------------------------------ helpers
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool") or "/usr/bin/promtool"
+    if not os.access(path, os.X_OK):
+        pytest.skip("promtool not installed (Debian package `prometheus`; scripts/install-deps "
+                    "installs it)")
+    return path
+
+
+def run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def load_rules() -> list[dict]:
+    with open(ALERTS) as f:
+        doc = yaml.safe_load(f)
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+def load_dashboard() -> dict:
+    with open(DASHBOARD) as f:
+        return json.load(f)
+
+
+def dashboard_queries(d: dict) -> list[tuple[str, str]]:
+    """(where, expr) for every panel target, annotation query and query variable."""
+    out = []
+    for p in d["panels"]:
+        for t in p.get("targets", []):
+            out.append((f"panel {p['id']} {p['title']!r} target {t.get('refId')}", t.get("expr", "")))
+    for a in d["annotations"]["list"]:
+        if "expr" in a:
+            out.append((f"annotation {a['name']!r}", a["expr"]))
+    for v in d["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.fullmatch(r"label_values\((.*),\s*\w+\)", q)
+            assert m, f"variable {v['name']}: unexpected query {q!r}"
+            out.append((f"variable {v['name']}", m.group(1)))
+    return out
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_NAME = re.compile(r"(?<![A-Za-z0-9_:])((?:trousseau|process)_[a-z_]+)(?![A-Za-z0-9_:])")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Names of trousseau_* and process_* metrics a PromQL expression selects. String literals
+    (label values, regexes) are removed first, so a label value is never taken for a name."""
+    return set(_NAME.findall(_STRING.sub('""', expr)))
+
+
+def base_names(names: set[str], histograms: set[str]) -> set[str]:
+    out = set()
+    for n in names:
+        for suffix in ("_bucket", "_sum", "_count"):
+            if n.endswith(suffix) and n[: -len(suffix)] in histograms:
+                n = n[: -len(suffix)]
+                break
+        out.add(n)
+    return out
+
+
+def referenced_names() -> dict[str, set[str]]:
+    """metric name -> where it is used (alert names, dashboard panels)."""
+    used: dict[str, set[str]] = {}
+    for r in load_rules():
+        for n in metric_names(r["expr"]):
+            used.setdefault(n, set()).add(f"alert {r['alert']}")
+    for where, expr in dashboard_queries(load_dashboard()):
+        for n in metric_names(expr):
+            used.setdefault(n, set()).add(f"dashboard {where}")
+    return used
+
+
+def parse_exposition(text: str) -> tuple[dict[str, str], set[str]]:
+    """Families (`# TYPE` lines: name -> type) and the sample names of a text exposition."""
+    families: dict[str, str] = {}
+    samples: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            assert len(parts) == 4, f"bad TYPE line {line!r}"
+            families[parts[2]] = parts[3]
+        elif line and not line.startswith("#"):
+            m = re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line)
+            assert m, f"bad sample line {line!r}"
+            samples.add(m.group(0))
+    return families, samples
+
+
+def github_anchor(heading: str) -> str:
+    a = heading.strip().lower()
+    a = re.sub(r"[^\w\- ]", "", a)
+    return a.replace(" ", "-")
+
+
+# ------------------------------------------------------------------ the helpers themselves
+def test_metric_name_extraction():
+    assert metric_names('rate(trousseau_kms_request_duration_seconds_bucket{code="OK"}[5m])') \
+        == {"trousseau_kms_request_duration_seconds_bucket"}
+    # label values, regexes and label names are not metric names
+    assert metric_names('up{job="trousseau_fake_name", x=~"process_x|y"}') == set()
+    assert metric_names("sum by (trousseau) (x)") == set()
+    assert metric_names("time() - process_start_time_seconds") == {"process_start_time_seconds"}
+    # recording-rule style names (with a colon) are not ours
+    assert metric_names("job:trousseau_kms:rate5m") == set()
+    assert base_names({"trousseau_a_bucket", "trousseau_b_count", "trousseau_c_sum"},
+                      {"trousseau_a", "trousseau_c"}) == \
+        {"trousseau_a", "trousseau_b_count", "trousseau_c"}
+    fam, samples = parse_exposition(
+        "# HELP x_total help\n# TYPE x_total counter\nx_total{a=\"1\"} 3\n"
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.1\nh_count 1\n")
+    assert fam == {"x_total": "counter", "h": "histogram"}
+    assert samples == {"x_total", "h_bucket", "h_sum", "h_count"}
+    assert github_anchor("TrousseauDown") == "trousseaudown"
+    assert github_anchor("Scraping: bind to the node IP") == "scraping-bind-to-the-node-ip"
+
+
+# ------------------------------------------------------------------ alert rules
+def test_promtool_check_rules(promtool):
+    r = run([promtool, "check", "rules", ALERTS])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"SUCCESS: {len(load_rules())} rules found" in r.stdout, r.stdout
+
+
+def test_promtool_unit_tests_pass(promtool):
+    r = run([promtool, "test", "rules", ALERTS_TEST])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout, r.stdout
+
+
+def test_every_alert_has_firing_and_quiet_cases():
+    with open(ALERTS_TEST) as f:
+        tests = yaml.safe_load(f)["tests"]
+    firing, quiet = set(), set()
+    for t in tests:
+        for case in t.get("alert_rule_test", []):
+            (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
+    names = {r["alert"] for r in load_rules()}
+    assert names - firing == set(), f"alerts never tested firing: {names - firing}"
+    assert names - quiet == set(), f"alerts never tested quiet: {names - quiet}"
+    assert (firing | quiet) - names == set(), f"tests for unknown alerts: {(firing | quiet) - names}"
+
+
+def test_every_alert_is_documented_and_annotated():
+    with open(DOC) as f:
+        doc = f.read()
+    anchors = {github_anchor(h) for h in re.findall(r"^#+\s+(.*)$", doc, re.M)}
+    for r in load_rules():
+        name = r["alert"]
+        assert re.fullmatch(r"Trousseau[A-Z][A-Za-z]+", name), name
+        assert r.get("labels", {}).get("severity") in SEVERITIES, name
+        ann = r.get("annotations", {})
+        assert ann.get("summary") and ann.get("description"), f"{name}: summary/description"
+        url = ann.get("runbook_url", "")
+        assert url == f"docs/monitoring.md#{name.lower()}", f"{name}: runbook_url {url!r}"
+        assert name.lower() in anchors, f"{name}: no '{name}' heading in docs/monitoring.md"
+
+
+# Each mutation removes one deliberate part of a rule; the unit tests must notice.
+MUTATIONS = {
+    "token: TTL-went-up clause removed (outside writer false alarm)": (
+        "            and\n"
+        "              trousseau_vault_token_ttl_seconds <= min_over_time(trousseau_vault_token_ttl_seconds[25m])\n",
+        ""),
+    "token: start-up exclusion removed": (
+        "            or\n"
+        "              (time() - process_start_time_seconds) < 1500\n", ""),
+    "token: TTL 0/-1 no longer excluded": (
+        "trousseau_vault_token_ttl_seconds > 0\n", "trousseau_vault_token_ttl_seconds > -10\n"),
+    "error ratio: INVALID_ARGUMENT counted": ('code!~"OK|INVALID_ARGUMENT"', 'code!="OK"'),
+    "error ratio: Status counted": (
+        'sum by (instance, job) (rate(trousseau_kms_requests_total{method=~"Encrypt|Decrypt"}[5m]))',
+        'sum by (instance, job) (rate(trousseau_kms_requests_total[5m]))'),
+    "error ratio: threshold 10%": ("          ) > 0.05\n", "          ) > 0.10\n"),
+    "latency: Status counted": (
+        'trousseau_kms_request_duration_seconds_bucket{method=~"Encrypt|Decrypt"}',
+        "trousseau_kms_request_duration_seconds_bucket"),
+    "key version: restart counted as rotation": (
+        "          and\n          min_over_time(trousseau_transit_key_version[10m]) > 0\n", ""),
+    "vault unreachable: -1 age counted": (
+        "trousseau_vault_last_success_age_seconds > 180",
+        "trousseau_vault_last_success_age_seconds != 0"),
+    "down: absent target ignored": (' or absent(up{job="trousseau"})', ""),
+    "audit: no longer fires": ("increase(trousseau_audit_records_dropped_total[5m]) > 0",
+                               "increase(trousseau_audit_records_dropped_total[5m]) > 100"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_unit_tests_catch_a_mutated_rule(promtool, tmp_path, name):
+    old, new = MUTATIONS[name]
+    with open(ALERTS) as f:
+        src = f.read()
+    assert src.count(old) == 1, f"mutation {name!r}: text not found exactly once in alerts.yaml"
+    (tmp_path / "alerts.yaml").write_text(src.replace(old, new))
+    shutil.copy(ALERTS_TEST, tmp_path / "alerts_test.yaml")
+    assert run([promtool, "check", "rules", str(tmp_path / "alerts.yaml")]).returncode == 0
+    r = run([promtool, "test", "rules", str(tmp_path / "alerts_test.yaml")])
+    assert r.returncode != 0, f"the unit tests did not notice: {name}\n{r.stdout}"
+
+
+# ------------------------------------------------------------------ dashboard
+def _panels_overlap(a: dict, b: dict) -> bool:
+    ga, gb = a["gridPos"], b["gridPos"]
+    return not (ga["x"] + ga["w"] <= gb["x"] or gb["x"] + gb["w"] <= ga["x"] or
+                ga["y"] + ga["h"] <= gb["y"] or gb["y"] + gb["h"] <= ga["y"])
+
+
+def test_dashboard_structure():
+    d = load_dashboard()
+    assert d["title"] and re.fullmatch(r"[a-z0-9-]{1,40}", d["uid"]), (d.get("title"), d.get("uid"))
+    assert isinstance(d["schemaVersion"], int) and d["schemaVersion"] >= 39, d["schemaVersion"]
+    assert "id" not in d or d["id"] is None, "an exported dashboard carries no database id"
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    ds = variables.get("DS_PROMETHEUS")
+    assert ds and ds["type"] == "datasource" and ds["query"] == "prometheus", ds
+    want_ds = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    for v in variables.values():
+        if v["type"] == "query":
+            assert v["datasource"] == want_ds, v["name"]
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    kinds = {"row", "timeseries", "stat", "table"}
+    titles = set()
+    for p in d["panels"]:
+        where = f"panel {p['id']} {p.get('title')!r}"
+        assert p["type"] in kinds, where
+        assert p.get("title"), where
+        g = p["gridPos"]
+        assert all(isinstance(g[k], int) and g[k] >= 0 for k in "xywh"), where
+        assert g["w"] >= 1 and g["h"] >= 1 and g["x"] + g["w"] <= 24, where
+        if p["type"] == "row":
+            assert g["w"] == 24 and g["h"] == 1 and not p.get("collapsed"), where
+            continue
+        assert p["title"] not in titles, f"duplicate title {p['title']!r}"
+        titles.add(p["title"])
+        assert p.get("description"), where
+        assert p["datasource"] == want_ds, where
+        targets = p.get("targets") or []
+        assert targets, f"{where}: no queries"
+        refs = [t["refId"] for t in targets]
+        assert len(refs) == len(set(refs)), f"{where}: duplicate refIds"
+        for t in targets:
+            assert t["datasource"] == want_ds, where
+            assert t.get("expr", "").strip(), where
+            assert 'job=~"$job"' in t["expr"] and 'instance=~"$instance"' in t["expr"], \
+                f"{where}: query does not follow the job/instance variables: {t['expr']}"
+    drawn = [p for p in d["panels"]]
+    for i, a in enumerate(drawn):
+        for b in drawn[i + 1:]:
+            assert not _panels_overlap(a, b), f"panels {a['id']} and {b['id']} overlap"
+    # The panels the alerts' descriptions point operators at exist.
+    for r in load_rules():
+        for m in re.findall(r'"([^"]+)" panel', r["annotations"]["description"]):
+            assert m in titles, f"alert {r['alert']} names a panel {m!r} the dashboard lacks"
+    # Nothing but the variable is used as a data source (no hard-coded uid).
+    text = json.dumps(d)
+    assert set(re.findall(r"\$\{(DS_[A-Z_]+)\}", text)) == {"DS_PROMETHEUS"}
+
+
+GRAFANA_VARS = {
+    "$__rate_interval": "5m", "$__interval": "1m", "$__range": "6h",
+    "$job": ".*", "$instance": ".*",
+}
+
+
+def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
+    rules = []
+    for i, (where, expr) in enumerate(dashboard_queries(load_dashboard())):
+        for var, val in GRAFANA_VARS.items():
+            expr = expr.replace(var, val)
+        assert "$" not in expr, f"{where}: unknown Grafana variable in {expr}"
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    path = tmp_path / "dashboard_rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    r = run([promtool, "check", "rules", str(path)])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def documented_metrics() -> set[str]:
+    """The trousseau_* and process_* names in docs/metrics.md's "Metrics" section."""
+    with open(METRICS_DOC) as f:
+        section = f.read().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"`((?:trousseau|process)_[a-z_]+)", section))
+
+
+def test_dashboard_covers_every_documented_metric():
+    """Every family docs/metrics.md documents has a panel, and the dashboard uses no other."""
+    documented = documented_metrics()
+    assert len(documented) >= 20, sorted(documented)
+    used = {n for _, e in dashboard_queries(load_dashboard()) for n in metric_names(e)}
+    used = base_names(used, {n for n in documented if n.endswith("_seconds")})
+    assert documented - used == set(), f"no panel shows {sorted(documented - used)}"
+    assert used - documented == set(), \
+        f"the dashboard uses metrics docs/metrics.md does not list: {sorted(used - documented)}"
+
+
+def test_rules_use_only_documented_metrics():
+    documented = documented_metrics()
+    for r in load_rules():
+        names = base_names(metric_names(r["expr"]), {n for n in documented if n.endswith("_seconds")})
+        assert names <= documented, f"alert {r['alert']}: {sorted(names - documented)} not in docs/metrics.md"
+
+
+# ------------------------------------------------------------------ against the real binary
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.status == 200
+        return resp.read().decode()
+
+
+@pytest.mark.plugin
+def test_every_metric_the_rules_and_dashboard_use_is_exported(plugin_factory, bao, it_dir,
+                                                               promtool):
+    used = referenced_names()
+    assert len(used) >= 20, sorted(used)
+    # AppRole with a 4 s token: the plugin logs in and renews within seconds, so the login and
+    # renewal counters exist even if they are only created on first use.
+    auth = setup_approle(bao, it_dir, "it-approle-mon", ttl="4s", max_ttl="60s")
+    port = free_port()
+    pl = plugin_factory.start({
+        "vault": {"auth": {"token_file": DELETE, **auth}},
+        "http": {"listen": f"127.0.0.1:{port}"},
+    })
+    pl.wait_healthz(lambda s: s.healthz == "ok", 20, 'healthz "ok"')
+    # Traffic of every kind the rules and panels look at: v2 Encrypt/Decrypt/Status, a v1
+    # round trip, and a refused Decrypt (INVALID_ARGUMENT).
+    for i in range(5):
+        enc = pl.encrypt(os.urandom(32), uid=f"mon-{i}")
+        pl.decrypt(enc.ciphertext, key_id=enc.key_id, annotations=dict(enc.annotations),
+                   uid=f"mon-{i}")
+    pl.status()
+    c = pl.v1_encrypt(b"monitoring")
+    assert pl.v1_decrypt(c.cipher).plain == b"monitoring"
+    with pytest.raises(grpc.RpcError) as ei:
+        pl.decrypt(b"not a ciphertext", key_id="nope", uid="mon-bad")
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    deadline = time.monotonic() + 30
+    while True:
+        text = scrape(port)
+        families, samples = parse_exposition(text)
+        histograms = {n for n, t in families.items() if t == "histogram"}
+        exported = set(families) | samples
+        missing = {n: sorted(w) for n, w in used.items()
+                   if n not in exported and base_names({n}, histograms) - set(families)}
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not missing, ("metrics used by deploy/monitoring but not exported by the binary "
+                         f"(after 30 s of traffic, logins and renewals): {missing}\n"
+                         f"exported families: {sorted(families)}")
+    # Histograms are histograms (histogram_quantile over anything else is empty).
+    for n in ("trousseau_kms_request_duration_seconds", "trousseau_vault_request_duration_seconds"):
+        assert families.get(n) == "histogram", (n, families.get(n))
+    # docs/metrics.md lists exactly the families the binary exports.
+    documented = documented_metrics()
+    ours = {n for n in families if n.startswith(("trousseau_", "process_"))}
+    assert documented == ours, (f"documented but not exported: {sorted(documented - ours)}; "
+                                f"exported but not documented: {sorted(ours - documented)}")
+    # And the exposition passes Prometheus' own lint.
+    r = run([promtool, "check", "metrics"], stdin=text)
+    assert r.returncode == 0, f"promtool check metrics:\n{r.stdout}{r.stderr}"
