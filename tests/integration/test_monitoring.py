@@ -131,6 +131,50 @@ def parse_exposition(text: str) -> tuple[dict[str, str], set[str]]:
     return families, samples
 
 
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+_SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])((?:trousseau|process)_[a-z_]+)\{([^}]*)\}")
+# Added by Prometheus at scrape time (or Grafana variables): not in the exposition.
+TARGET_LABELS = {"job", "instance"}
+
+
+def selectors(expr: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """(metric, [(label, op, value)]) for every `name{...}` selector in a PromQL expression."""
+    return [(m.group(1), _LABEL.findall(m.group(2))) for m in _SELECTOR.finditer(expr)]
+
+
+def sample_labels(text: str) -> dict[str, list[dict[str, str]]]:
+    """Sample name -> the label sets of its samples, from a text exposition."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s", line)
+        assert m, f"bad sample line {line!r}"
+        labels = {k: v for k, op, v in _LABEL.findall(m.group(2) or "") if op == "="}
+        out.setdefault(m.group(1), []).append(labels)
+    return out
+
+
+def unmatched_selectors(exprs: list[tuple[str, str]], text: str) -> list[str]:
+    """Selectors whose positive label matchers (= and =~, job/instance aside) match no sample:
+    a label name or value the binary does not use, so the query could never return data."""
+    have = sample_labels(text)
+    bad = []
+    for where, expr in exprs:
+        for name, matchers in selectors(expr):
+            positive = [(k, op, v) for k, op, v in matchers
+                        if op in ("=", "=~") and k not in TARGET_LABELS]
+            if not positive:
+                continue
+            def ok(labels):
+                return all((labels.get(k) == v) if op == "=" else
+                           re.fullmatch(v, labels.get(k, "")) is not None
+                           for k, op, v in positive)
+            if not any(ok(ls) for ls in have.get(name, [])):
+                bad.append(f"{where}: {name}{{{', '.join(k + op + repr(v) for k, op, v in positive)}}}")
+    return bad
+
+
 def github_anchor(heading: str) -> str:
     a = heading.strip().lower()
     a = re.sub(r"[^\w\- ]", "", a)
@@ -155,6 +199,15 @@ def test_metric_name_extraction():
         "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.1\nh_count 1\n")
     assert fam == {"x_total": "counter", "h": "histogram"}
     assert samples == {"x_total", "h_bucket", "h_sum", "h_count"}
+    assert selectors('sum(rate(trousseau_x_total{job=~"$job", code!~"OK|A", method=~"E|D"}[5m]))') \
+        == [("trousseau_x_total", [("job", "=~", "$job"), ("code", "!~", "OK|A"), ("method", "=~", "E|D")])]
+    expo = 'trousseau_x_total{code="OK",method="Encrypt"} 1\ntrousseau_y 2\n'
+    assert unmatched_selectors([("w", 'trousseau_x_total{job="j", method=~"Encrypt|Decrypt"}')], expo) == []
+    assert unmatched_selectors([("w", 'trousseau_x_total{code!="OK"}')], expo) == []  # negative: skipped
+    assert unmatched_selectors([("w", 'trousseau_x_total{method="encrypt"}')], expo) == \
+        ["w: trousseau_x_total{method='encrypt'}"]
+    assert unmatched_selectors([("w", 'trousseau_y{outcome="success"}')], expo) == \
+        ["w: trousseau_y{outcome='success'}"]
     assert github_anchor("TrousseauDown") == "trousseaudown"
     assert github_anchor("Scraping: bind to the node IP") == "scraping-bind-to-the-node-ip"
 
@@ -400,6 +453,13 @@ def test_every_metric_the_rules_and_dashboard_use_is_exported(plugin_factory, ba
     assert not missing, ("metrics used by deploy/monitoring but not exported by the binary "
                          f"(after 30 s of traffic, logins and renewals): {missing}\n"
                          f"exported families: {sorted(families)}")
+    # Label names and values the queries select on exist too (method="Encrypt", not "encrypt";
+    # le="1", the latency threshold, is a bucket boundary; outcome="success"; ...).
+    exprs = [(f"alert {r['alert']}", r["expr"]) for r in load_rules()]
+    exprs += dashboard_queries(load_dashboard())
+    exprs.append(("latency threshold bucket", 'trousseau_kms_request_duration_seconds_bucket{le="1"}'))
+    bad = unmatched_selectors(exprs, text)
+    assert not bad, "selectors that match nothing the binary exports:\n" + "\n".join(bad)
     # Histograms are histograms (histogram_quantile over anything else is empty).
     for n in ("trousseau_kms_request_duration_seconds", "trousseau_vault_request_duration_seconds"):
         assert families.get(n) == "histogram", (n, families.get(n))
