@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 
 import grpc
@@ -26,6 +27,7 @@ import pytest
 import yaml
 
 from itlib.auth_setup import setup_approle
+from itlib.openbao import PLUGIN_GID, PLUGIN_UID
 from itlib.plugin import DELETE
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -471,3 +473,127 @@ def test_every_metric_the_rules_and_dashboard_use_is_exported(plugin_factory, ba
     # And the exposition passes Prometheus' own lint.
     r = run([promtool, "check", "metrics"], stdin=text)
     assert r.returncode == 0, f"promtool check metrics:\n{r.stdout}{r.stderr}"
+
+
+PROMETHEUS = "/usr/bin/prometheus"  # Debian's `prometheus` package, beside promtool
+E2E_KEY = "monitoring-e2e"
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)
+
+
+def _query(base: str, expr: str) -> list:
+    r = _get_json(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    assert r["status"] == "success", r
+    return r["data"]["result"]
+
+
+def _own_key_plugin(plugin_factory, bao, it_dir, http_port: int):
+    """A plugin on a transit key of its own (so rotating it leaves the shared key alone)."""
+    bao.api_ok("POST", f"transit/keys/{E2E_KEY}", {"type": "aes256-gcm96"})
+    bao.api_ok("PUT", f"sys/policies/acl/{E2E_KEY}", {"policy": f'''
+path "transit/encrypt/{E2E_KEY}" {{ capabilities = ["update"] }}
+path "transit/decrypt/{E2E_KEY}" {{ capabilities = ["update"] }}
+path "transit/keys/{E2E_KEY}" {{ capabilities = ["read"] }}
+'''})
+    token = bao.api_ok("POST", "auth/token/create", {
+        "policies": [E2E_KEY], "period": "1h"}).body["auth"]["client_token"]
+    path = os.path.join(it_dir, f"{E2E_KEY}-token")
+    with open(path, "w") as f:
+        f.write(token)
+    os.chmod(path, 0o400)
+    if os.geteuid() == 0:
+        os.chown(path, PLUGIN_UID, PLUGIN_GID)
+    return plugin_factory.start({"vault": {"transit": {"key": E2E_KEY},
+                                           "auth": {"token_file": path}},
+                                 "http": {"listen": f"127.0.0.1:{http_port}"}})
+
+
+@pytest.mark.plugin
+@pytest.mark.slow
+def test_rules_and_panels_evaluate_in_a_real_prometheus(plugin_factory, bao, it_dir, tmp_path,
+                                                        promtool):
+    """A real Prometheus (Debian's, 2 s scrapes) loads alerts.yaml and scrapes the real plugin:
+    every rule evaluates without error; nothing is pending or firing on a healthy plugin, even
+    with half of the Decrypts refused as INVALID_ARGUMENT (not counted by the error ratio);
+    rotating the transit key fires TrousseauKeyVersionChanged, and only that; every dashboard
+    query returns data."""
+    if not os.access(PROMETHEUS, os.X_OK):
+        pytest.skip("prometheus not installed (Debian package `prometheus`)")
+    port, prom_port = free_port(), free_port()
+    pl = _own_key_plugin(plugin_factory, bao, it_dir, port)
+    pl.wait_healthz(lambda s: s.healthz == "ok", 20, 'healthz "ok"')
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "1s"},
+        "rule_files": [ALERTS],
+        "scrape_configs": [{"job_name": "trousseau",
+                            "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}],
+    }))
+    log = open(tmp_path / "prometheus.log", "w")
+    prom = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{prom_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert prom.poll() is None and time.monotonic() < deadline, \
+                "prometheus did not become ready:\n" + (tmp_path / "prometheus.log").read_text()[-3000:]
+            time.sleep(0.5)
+
+        # Traffic, including a refused Decrypt, for long enough that rate() over 15 s has data.
+        t_end = time.monotonic() + 15
+        while time.monotonic() < t_end:
+            enc = pl.encrypt(os.urandom(32))
+            pl.decrypt(enc.ciphertext, key_id=enc.key_id, annotations=dict(enc.annotations))
+            with pytest.raises(grpc.RpcError):
+                pl.decrypt(b"not a ciphertext", key_id="nope")
+            time.sleep(0.3)
+        assert _query(base, 'max_over_time(up{job="trousseau"}[15s]) == 1'), \
+        "the plugin is not being scraped"
+
+        rules = [r for g in _get_json(f"{base}/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+        assert {r["name"] for r in rules} == {r["alert"] for r in load_rules()}
+        for r in rules:
+            assert r["health"] == "ok", f"{r['name']}: {r.get('lastError')}"
+            assert r["state"] == "inactive", f"{r['name']} is {r['state']} on a healthy plugin"
+
+        # Rotate the plugin's key: the info alert fires within a few refresh/scrape periods.
+        bao.api_ok("POST", f"transit/keys/{E2E_KEY}/rotate")
+        deadline = time.monotonic() + 45
+        firing = []
+        while time.monotonic() < deadline:
+            firing = [a["labels"] for a in _get_json(f"{base}/api/v1/alerts")["data"]["alerts"]
+                      if a["state"] == "firing"]
+            if firing:
+                break
+            time.sleep(1)
+        assert [(a["alertname"], a["severity"], a["job"]) for a in firing] == \
+            [("TrousseauKeyVersionChanged", "info", "trousseau")], firing
+
+        # Every dashboard query (Grafana's variables substituted) returns data.
+        subst = {**GRAFANA_VARS, "$__rate_interval": "15s"}
+        empty = []
+        for where, expr in dashboard_queries(load_dashboard()):
+            for var, val in subst.items():
+                expr = expr.replace(var, val)
+            if not _query(base, expr):
+                empty.append(f"{where}: {expr}")
+        assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+    finally:
+        prom.terminate()
+        try:
+            prom.wait(15)
+        except subprocess.TimeoutExpired:
+            prom.kill()
+            prom.wait(5)
+        log.close()
