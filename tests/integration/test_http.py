@@ -245,3 +245,27 @@ def test_port_in_use_fails_the_start_with_a_clear_message(plugin_factory):
         pl = plugin_factory.run_expecting_failure({"http": {"listen": f"127.0.0.1:{port}"}})
     assert pl.returncode != 0
     assert "http.listen" in pl.stderr_text()
+
+
+def _free_low_port() -> int | None:
+    for port in range(1000, 900, -1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    return None
+
+
+def test_a_port_below_1024_is_bound_before_the_privilege_drop(plugin_factory):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the plugin binds a privileged port before dropping to 65532")
+    port = _free_low_port()
+    if port is None:
+        pytest.skip("no free port in 901..1000")
+    pl = plugin_factory.start({"http": {"listen": f"127.0.0.1:{port}"}})
+    wait_ready(pl)
+    assert get(pl, "/livez") == (200, "ok\n")
+    with open(f"/proc/{pl.proc.pid}/status") as f:
+        assert re.search(r"^Uid:\s+65532\s", f.read(), re.M)
