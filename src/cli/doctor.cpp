@@ -797,7 +797,7 @@ std::vector<Check> CheckNodeHealth(const config::Config& cfg, const std::string&
   if (!t.spki_pins.empty()) tls_detail += ", SPKI pin matched";
   if (!t.server_name.empty()) tls_detail += ", name " + t.server_name;
   tls_detail += t.client_cert_file.empty() ? ", no client certificate"
-                                           : ", client certificate accepted";
+                                           : ", handshake with the client certificate accepted";
   tls_detail += " (" + std::to_string(ms) + " ms)";
   out.push_back(Ok(tls_name, tls_detail));
   const std::time_t now = std::time(nullptr);

@@ -97,7 +97,7 @@ def test_good_policy_all_checks_pass(doctor, bao):
                  f"capabilities {DEC}", f"capabilities {KEYS}", "socket directory",
                  "seccomp profile"):
         assert want in names, d
-    assert "client certificate accepted" in dict(d.marks("✓"))[f"vault {bao.addr} tls"]
+    assert "handshake with the client certificate accepted" in dict(d.marks("✓"))[f"vault {bao.addr} tls"]
     assert d.out.splitlines()[-1].endswith("(exit 0)"), d
     # never a secret: not the token, not the client key
     with open(d.token_file) as f:

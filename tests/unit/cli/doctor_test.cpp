@@ -595,6 +595,32 @@ TEST_CASE("doctor node health over the transport: sealed, TLS errors, Date heade
   }
 }
 
+TEST_CASE("doctor TLS failure hints: pins, client certificate, timeouts", "[doctor][vault][negative]") {
+  fakes::FakeHttpTransport http;
+  auto cfg = VaultCfg();
+  cfg.vault.tls.ca_file = "/ca.pem";
+  const std::string node = "https://vault-a.test:8200";
+  bool usable = true;
+  auto fix_for = [&](const std::string& error) {
+    http.Fail(Method::kGet, kHealthPath, absl::UnavailableError(error));
+    auto c = CheckNodeHealth(cfg, node, http, &usable);
+    REQUIRE(c.size() == 1);
+    CHECK(c[0].result == Result::kFail);
+    CHECK(c[0].detail == error);
+    CHECK_FALSE(usable);
+    return c[0].fix;
+  };
+  CHECK_THAT(fix_for("vault " + node + ": server public key does not match any configured SPKI pin "
+                     "(vault.tls.spki_pins)"),
+             Contains("vault.tls.spki_pins"));
+  CHECK_THAT(fix_for("vault " + node + ": timed out after 5000 ms (x)"), Contains("not HTTPS"));
+  CHECK_THAT(fix_for("vault " + node + ": TLS handshake failed (alert)"), Contains("is a Vault/OpenBao"));
+  cfg.vault.tls.client_cert_file = "/client.pem";
+  CHECK_THAT(fix_for("vault " + node + ": connection failed (tlsv13 alert certificate required)"),
+             Contains("/client.pem"));
+  CHECK_THAT(fix_for("vault " + node + ": TLS handshake failed (alert)"), Contains("tls_client_ca_file"));
+}
+
 TEST_CASE("doctor command line: usage errors exit 64", "[doctor]") {
   CHECK(Main({}) == kExitUsage);
   CHECK(Main({"--config"}) == kExitUsage);
