@@ -15,3 +15,8 @@ path "auth/token/lookup-self" {
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }
+# Lets `trousseau doctor` ask which capabilities this token has (it reveals only the token's own
+# capabilities). The plugin itself never calls it.
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}

@@ -146,6 +146,7 @@ def test_policy_file_grants_exactly_what_the_plugin_needs():
         "transit/keys/kubernetes": '"read"',
         "auth/token/lookup-self": '"read"',
         "auth/token/renew-self": '"update"',
+        "sys/capabilities-self": '"update"',  # for `trousseau doctor`
     }
 
 

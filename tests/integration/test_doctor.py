@@ -120,7 +120,8 @@ def test_json_output_matches_text(doctor, bao, it_dir):
 
 
 def test_approle_login_with_the_shipped_policy(doctor, bao, it_dir):
-    """A login method, and the project's policy (no sys/capabilities-self, no default policy):
+    """A login method, and the integration harness's policy (no sys/capabilities-self, no default
+    policy, like a policy written before the shipped one granted it):
     everything passes except that the capabilities cannot be listed (a warning, exit 2)."""
     auth = setup_approle(bao, it_dir, "doctor-approle")
     d = doctor({"vault": {"auth": {"token_file": DELETE, **auth}}})
