@@ -75,6 +75,9 @@ class TlsTestServer {
       SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
     }
 
+    // Record the ALPN protocols each client offers; select none (the server speaks HTTP/1.1).
+    SSL_CTX_set_alpn_select_cb(ctx_, &TlsTestServer::AlpnSelect, this);
+
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -126,7 +129,37 @@ class TlsTestServer {
   // Connections whose TLS handshake failed (e.g. no client certificate).
   int failed_handshakes() const { return failed_handshakes_.load(); }
 
+  // Restricts the server to [min, max] protocol versions (e.g. TLS1_VERSION..TLS1_1_VERSION,
+  // which needs security level 0 in OpenSSL 3). Call before the first connection.
+  void SetProtocolRange(int min_version, int max_version) {
+    SSL_CTX_set_security_level(ctx_, 0);
+    SSL_CTX_set_cipher_list(ctx_, "DEFAULT:@SECLEVEL=0");
+    SSL_CTX_set_min_proto_version(ctx_, min_version);
+    SSL_CTX_set_max_proto_version(ctx_, max_version);
+  }
+
+  // The ALPN protocol names each connection's ClientHello offered, in order.
+  std::vector<std::vector<std::string>> alpn_offered() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return alpn_offered_;
+  }
+
  private:
+  static int AlpnSelect(SSL* /*ssl*/, const unsigned char** /*out*/, unsigned char* /*outlen*/,
+                        const unsigned char* in, unsigned int inlen, void* arg) {
+    auto* self = static_cast<TlsTestServer*>(arg);
+    std::vector<std::string> names;
+    for (unsigned int i = 0; i < inlen;) {
+      const unsigned int n = in[i++];
+      if (i + n > inlen) break;
+      names.emplace_back(reinterpret_cast<const char*>(in + i), n);
+      i += n;
+    }
+    std::lock_guard<std::mutex> g(self->mu_);
+    self->alpn_offered_.push_back(std::move(names));
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+
   static X509* ReadCert(const std::string& pem) {
     BIO* b = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
     X509* x = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
@@ -249,6 +282,7 @@ class TlsTestServer {
   Handler handler_;
   std::vector<Request> requests_;
   std::atomic<int> failed_handshakes_{0};
+  std::vector<std::vector<std::string>> alpn_offered_;
 };
 
 }  // namespace trousseau::fakes

@@ -13,7 +13,6 @@ import socket
 import ssl
 import stat
 import subprocess
-import time
 
 import pytest
 
@@ -158,15 +157,18 @@ def test_stop_start_keeps_storage_and_unseals(bao):
     t = bao.plugin_token
     ct = bao.api_ok("POST", "transit/encrypt/kubernetes", {"plaintext": b64(b"persist")},
                     token=t).body["data"]["ciphertext"]
-    t0 = time.monotonic()
+    old_pid = bao.proc.pid
     assert bao.stop() == 0
     with pytest.raises(OSError):
         bao.api("GET", "sys/health", token=None, timeout=2)
     bao.start()
-    elapsed = time.monotonic() - t0
+    # A new process (no timing assertion: the fixture's own bounded waits already fail a slow
+    # restart, with a message naming the step), unsealed and active, with the old storage.
+    assert bao.proc.pid != old_pid
+    h = bao.api("GET", "sys/health", token=None)
+    assert h.status == 200 and h.body["sealed"] is False, (h.status, h.body)
     dec = bao.api_ok("POST", "transit/decrypt/kubernetes", {"ciphertext": ct}, token=t)
     assert base64.b64decode(dec.body["data"]["plaintext"]) == b"persist"
-    assert elapsed < 30
 
 
 def test_sealed_server_answers_503(bao):

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <random>
+#include <string_view>
 
 #include "observability/log.h"
 #include "vault/auth/token_calls.h"
@@ -76,17 +77,40 @@ std::chrono::milliseconds LoginTokenSource::BackoffFor(int failures) {
 void LoginTokenSource::ScheduleLocked(SteadyTime base, std::chrono::seconds ttl, bool renewable,
                                       bool capped) {
   renewable_ = renewable;
-  if (ttl.count() <= 0) {  // a token without expiry (e.g. a root or non-expiring token)
+  if (capped) {  // a renewal granted less than asked: the token cannot outlive base + ttl
+    const SteadyTime end = base + ttl;
+    max_expires_at_ = max_known_ ? std::min(max_expires_at_, end) : end;
+    max_known_ = true;
+  }
+  if (ttl.count() <= 0 && !capped) {  // a token without expiry (e.g. a root or non-expiring token)
     expires_ = false;
     next_ = Next::kNone;
     return;
   }
   expires_ = true;
   expires_at_ = base + ttl;
+  if (max_known_) expires_at_ = std::min(expires_at_, max_expires_at_);
   const double f = opts_.renew_fraction * (1.0 - opts_.renew_jitter * Random());
   next_at_ = base + std::chrono::duration_cast<SteadyTime::duration>(
                         std::chrono::duration<double>(static_cast<double>(ttl.count()) * f));
-  next_ = (renewable && !capped) ? Next::kRenew : Next::kLogin;
+  if (!renewable) {
+    next_ = Next::kLogin;
+    next_login_reason_ = "token not renewable";
+    return;
+  }
+  next_ = Next::kRenew;
+  if (!max_known_) return;
+  // The margin a renewal keeps before expiry. If the max TTL ends less than that after the next
+  // renewal (or a renewal was already capped: renewing cannot help), log in instead, starting
+  // the margin before the max TTL ends (at once if that is already past).
+  const auto margin = std::chrono::duration_cast<SteadyTime::duration>(std::chrono::duration<double>(
+      static_cast<double>(increment_.count()) * (1.0 - opts_.renew_fraction)));
+  const SteadyTime login_at = max_expires_at_ - margin;
+  if (capped || login_at <= next_at_) {
+    next_ = Next::kLogin;
+    next_login_reason_ = "max_ttl";
+    next_at_ = std::max(base, std::min(login_at, next_at_));
+  }
 }
 
 void LoginTokenSource::Run() {
@@ -112,7 +136,7 @@ void LoginTokenSource::Run() {
       if (next_ == Next::kRenew) {
         DoRenew(lock);
       } else {
-        DoLogin(lock, renewable_ ? "token near its max TTL" : "token not renewable");
+        DoLogin(lock, next_login_reason_);
       }
       continue;
     }
@@ -153,12 +177,15 @@ void LoginTokenSource::DoLogin(std::unique_lock<std::mutex>& lock, const char* r
     const std::chrono::seconds ttl = info ? info->ttl : res->lease_duration;
     const bool renewable = info ? info->renewable : res->renewable;
     increment_ = res->lease_duration.count() > 0 ? res->lease_duration : ttl;
+    max_known_ = info && info->explicit_max_ttl.count() > 0;
+    if (max_known_) max_expires_at_ = start + info->explicit_max_ttl;
     ScheduleLocked(start, ttl, renewable, /*capped=*/false);
     login_now_ = false;
     consecutive_failures_ = 0;
     backoff_until_ = SteadyTime{};
     last_login_error_ = absl::OkStatus();
     ++stats_.login_count;
+    if (std::string_view(reason) == "max_ttl") ++stats_.max_ttl_logins;
     stats_.last_login_ok = true;
     stats_.last_login_error.clear();
     log::Info("auth.login", "logged in to Vault",
@@ -167,6 +194,9 @@ void LoginTokenSource::DoLogin(std::unique_lock<std::mutex>& lock, const char* r
                {"reason", reason},
                {"duration_ms", stats_.last_login_duration.count()},
                {"ttl_s", Seconds(ttl)},
+               {"max_ttl_s", max_known_ ? Seconds(std::chrono::duration_cast<std::chrono::seconds>(
+                                              max_expires_at_ - start))
+                                        : int64_t{0}},
                {"renewable", renewable},
                {"next", next_ == Next::kRenew ? "renew" : next_ == Next::kLogin ? "login" : "none"},
                {"next_in_ms", next_ == Next::kNone ? 0 : Ms(next_at_ - end).count()},
@@ -223,7 +253,7 @@ void LoginTokenSource::DoRenew(std::unique_lock<std::mutex>& lock) {
   }
   if (token_ != token) return;  // replaced or refused meanwhile: this answer no longer matters
   if (res.ok()) {
-    const bool capped = res->ttl < asked;
+    const bool capped = res->ttl < asked;  // the token is near its max TTL
     ScheduleLocked(start, res->ttl, res->renewable, capped);
     fresh_refusals_ = 0;
     log::Info("auth.renew",
@@ -237,6 +267,7 @@ void LoginTokenSource::DoRenew(std::unique_lock<std::mutex>& lock) {
                {"renewable", res->renewable},
                {"next", next_ == Next::kRenew ? "renew" : next_ == Next::kLogin ? "login" : "none"},
                {"next_in_ms", next_ == Next::kNone ? 0 : Ms(next_at_ - end).count()},
+               {"max_ttl_left_ms", max_known_ ? Ms(max_expires_at_ - end).count() : int64_t{-1}},
                {"renewals", stats_.renewal_count}});
     return;
   }
@@ -312,6 +343,7 @@ void LoginTokenSource::Invalidate(const std::shared_ptr<const SecretBuffer>& tok
     if (next_ != Next::kLogin || next_at_ > at) {
       next_ = Next::kLogin;
       next_at_ = at;
+      next_login_reason_ = "Vault refused the token (403)";
       replan_ = true;
     }
     log::Warn("auth.invalidate",

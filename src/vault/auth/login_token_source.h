@@ -3,8 +3,12 @@
 // One background thread owns every login and renewal, so at most one is in flight:
 //   - after a login: lookup-self for the TTL and renewability (the login answer is the fallback);
 //   - renew-self at about two thirds of the TTL, a little earlier with jitter;
-//   - log in again (while the old token still serves) when the token is not renewable, or when a
-//     renewal answers a shorter lease than asked (the token is near its max TTL);
+//   - log in again (while the old token still serves) when the token is not renewable, or when
+//     its max TTL would end before the next renewal could keep the usual margin (reason
+//     "max_ttl"). The max TTL is known from lookup-self's explicit_max_ttl, or from a renewal
+//     that granted less than asked (a role's token_max_ttl). The margin is what a renewal keeps
+//     before expiry: increment x (1 - renew_fraction), so the new login starts that long before
+//     the max TTL ends, never after;
 //   - log in again at once when a renewal fails or Vault refuses the token (Invalidate on 403);
 //   - after a failed login, wait (1 s doubling to 30 s, with jitter) before the next one, and
 //     answer callers with the last error meanwhile instead of hammering Vault.
@@ -56,6 +60,7 @@ struct LifecycleSnapshot {
   bool renewable = false;
 
   uint64_t login_count = 0;  // successful logins
+  uint64_t max_ttl_logins = 0;  // of which started because the token neared its max TTL
   uint64_t login_failures = 0;
   std::optional<std::chrono::system_clock::time_point> last_login_at;
   bool last_login_ok = false;
@@ -106,6 +111,7 @@ class LoginTokenSource final : public TokenSource {
   void DoLogin(std::unique_lock<std::mutex>& lock, const char* reason);
   void DoRenew(std::unique_lock<std::mutex>& lock);
   // Sets token timing from a fresh TTL measured from `base` and plans the next step.
+  // `capped`: a renewal granted less than asked, so the token ends at base + ttl whatever we do.
   void ScheduleLocked(SteadyTime base, std::chrono::seconds ttl, bool renewable, bool capped);
   std::chrono::milliseconds BackoffFor(int failures);
   std::chrono::milliseconds Ms(std::chrono::nanoseconds d) const {
@@ -132,10 +138,13 @@ class LoginTokenSource final : public TokenSource {
   SteadyTime expires_at_{};
   bool renewable_ = false;
   std::chrono::seconds increment_{0};  // asked at each renewal: the TTL the login granted
+  bool max_known_ = false;             // max_expires_at_ is known (explicit or from a renewal)
+  SteadyTime max_expires_at_{};        // no renewal extends the token beyond this
 
   // What the thread does next.
   Next next_ = Next::kNone;
   SteadyTime next_at_{};
+  const char* next_login_reason_ = "token not renewable";  // when next_ == kLogin
   bool login_now_ = false;  // a caller or Invalidate wants a login as soon as allowed
   bool replan_ = false;     // the plan (next_, next_at_) changed from outside the thread
   bool login_in_flight_ = false;

@@ -74,6 +74,10 @@ absl::StatusOr<TokenInfo> TokenCall(HttpTransport& http,
   info.ttl = std::chrono::seconds(ttl->get<int64_t>());
   auto r = obj->find("renewable");
   if (r != obj->end() && r->is_boolean()) info.renewable = r->get<bool>();
+  auto m = obj->find("explicit_max_ttl");
+  if (m != obj->end() && m->is_number_integer() && m->get<int64_t>() > 0) {
+    info.explicit_max_ttl = std::chrono::seconds(m->get<int64_t>());
+  }
   return info;
 }
 

@@ -15,9 +15,13 @@ namespace trousseau::vault::auth {
 struct TokenInfo {
   std::chrono::seconds ttl{0};  // remaining lifetime; 0 means it does not expire
   bool renewable = false;
+  // lookup-self only: the token's explicit max TTL (data.explicit_max_ttl) in seconds from its
+  // creation; 0 when it has none (a role's token_max_ttl is not shown here: it shows up as a
+  // renewal granting less than asked).
+  std::chrono::seconds explicit_max_ttl{0};
 };
 
-// GET /v1/auth/token/lookup-self -> data.ttl, data.renewable.
+// GET /v1/auth/token/lookup-self -> data.ttl, data.renewable, data.explicit_max_ttl.
 absl::StatusOr<TokenInfo> LookupSelf(HttpTransport& http,
                                      const std::shared_ptr<const SecretBuffer>& token,
                                      Deadline deadline);

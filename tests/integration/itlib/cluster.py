@@ -122,11 +122,31 @@ cluster_addr          = "https://127.0.0.1:{self.cluster_port}"
 disable_standby_reads = {"false" if self.standby_reads else "true"}
 ui                    = false
 log_level             = "debug"
+
+# Cumulative request counters per node (sys/metrics?format=prometheus): which node really
+# handled a request is read from OpenBao itself (route_count), not from the plugin's log.
+telemetry {{
+  prometheus_retention_time = "30m"
+  disable_hostname          = true
+}}
 """
         with open(self.config_file, "w") as f:
             f.write(hcl)
 
     # ---------------------------------------------------------------- state
+    def route_count(self, op: str = "update", mount: str = TRANSIT_MOUNT) -> int:
+        """How many `op` requests under `mount` this node's router handled since it started
+        (OpenBao's vault_route_<op>_<mount>_ summary). A request a standby forwards is counted
+        on the node that handled it, not on the standby."""
+        r = self.api("GET", "sys/metrics?format=prometheus", token=True)
+        if r.status != 200:
+            raise OpenBaoError(f"{self.node_id}: sys/metrics: HTTP {r.status}")
+        name = f"vault_route_{op}_{mount}__count "
+        for line in r.raw.decode().splitlines():
+            if line.startswith(name):
+                return int(float(line.split()[-1]))
+        return 0
+
     def health(self, timeout: float = 2.0) -> Response:
         return self.api("GET", "sys/health", token=None, timeout=timeout)
 

@@ -141,7 +141,8 @@ TEST_CASE("continuous renewal of a short token: many renewals, one login", "[aut
 }
 
 TEST_CASE("a renewal granting less than asked (near max TTL) leads to a new login",
-          "[auth][lifecycle][renew]") {
+          "[auth][lifecycle][renew][maxttl]") {
+  LogCapture logs;
   Fixture f;
   f.Make();
   f.TokenNow();
@@ -150,15 +151,103 @@ TEST_CASE("a renewal granting less than asked (near max TTL) leads to a new logi
   CHECK(f.Renewals() == 1);
   auto s = f.src->Snapshot();
   CHECK(s.next_action == "login");
-  CHECK(s.next_action_in == 8s);  // 2/3 of the 12 s left
+  // The margin a renewal keeps is 1/3 of the 30 s asked (10 s): the login starts 10 s before
+  // the 12 s left run out, not at 2/3 of the 12 s (which would leave only 4 s).
+  CHECK(s.next_action_in == 2s);
   CHECK(s.remaining_ttl == 12s);
   // The old token serves until the new login.
   CHECK(f.TokenNow() == "s.tok-1");
   f.http.Respond(Method::kPost, kLogin, 200, LoginJson("s.tok-2", 30, true));
-  f.AdvanceAndSettle(8s);
+  f.AdvanceAndSettle(2s);
+  CHECK(f.Logins() == 2);
+  CHECK(f.Renewals() == 1);  // no renewal of a capped token
+  CHECK(f.TokenNow() == "s.tok-2");
+  s = f.src->Snapshot();
+  CHECK(s.next_action == "renew");
+  CHECK(s.max_ttl_logins == 1);
+  CHECK(s.login_count == 2);
+  auto ev = logs.events("auth.login");
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[1]["reason"] == "max_ttl");
+}
+
+TEST_CASE("a renewal granting less than the margin logs in at once, before expiry",
+          "[auth][lifecycle][renew][maxttl]") {
+  Fixture f;
+  f.Make();
+  f.TokenNow();
+  f.http.Respond(Method::kPost, kRenew, 200, RenewJson(3, true));  // < 10 s margin
+  f.http.Respond(Method::kPost, kLogin, 200, LoginJson("s.tok-2", 30, true));
+  f.AdvanceAndSettle(20s);  // the renewal, then the login right after it: no wait between
+  CHECK(f.Renewals() == 1);
   CHECK(f.Logins() == 2);
   CHECK(f.TokenNow() == "s.tok-2");
-  CHECK(f.src->Snapshot().next_action == "renew");
+  CHECK(f.src->Snapshot().max_ttl_logins == 1);
+}
+
+TEST_CASE("an explicit max TTL from lookup-self: the login replaces the renewal that would "
+          "leave less than the margin",
+          "[auth][lifecycle][renew][maxttl]") {
+  LogCapture logs;
+  Fixture f;
+  // ttl 30 s, explicit max TTL 45 s: renew at 20 s (max ends 25 s later, > 10 s margin); the
+  // next renewal, at 40 s, would leave 5 s: log in at 35 s instead, 10 s before the end.
+  f.http.Respond(Method::kGet, kLookup, 200,
+                 R"({"data":{"ttl":30,"renewable":true,"explicit_max_ttl":45}})");
+  f.http.Respond(Method::kPost, kRenew, 200, RenewJson(30, true));
+  f.Make();
+  f.TokenNow();
+  auto s = f.src->Snapshot();
+  CHECK(s.next_action == "renew");
+  CHECK(s.next_action_in == 20s);
+  f.AdvanceAndSettle(20s);
+  CHECK(f.Renewals() == 1);
+  s = f.src->Snapshot();
+  CHECK(s.next_action == "login");
+  CHECK(s.next_action_in == 15s);
+  CHECK(s.remaining_ttl == 25s);  // bounded by the max TTL, not the 30 s the renewal answered
+  f.http.Respond(Method::kPost, kLogin, 200, LoginJson("s.tok-2", 30, true));
+  f.clock.Advance(15s - 1ms);
+  CHECK(f.Logins() == 1);
+  f.AdvanceAndSettle(1ms);
+  CHECK(f.Logins() == 2);
+  CHECK(f.Renewals() == 1);
+  CHECK(f.src->Snapshot().max_ttl_logins == 1);
+  CHECK(logs.events("auth.login").back()["reason"] == "max_ttl");
+  CHECK(logs.events("auth.login").front()["max_ttl_s"] == 45);
+}
+
+TEST_CASE("a 4 s token with a 60 s max TTL (test_auth proof 1): renewed, then replaced by a "
+          "max_ttl login that starts before the max TTL ends",
+          "[auth][lifecycle][renew][maxttl]") {
+  // A Vault that grants min(asked, whole seconds left before the 60 s max TTL), as OpenBao does
+  // for a role's token_max_ttl (invisible in lookup-self).
+  LogCapture logs;
+  for (double r : {0.0, 0.5, 0.999}) {
+    INFO("jitter draw " << r);
+    Fixture f(4, true);
+    f.r = r;
+    f.Make();
+    f.TokenNow();
+    const auto t0 = f.clock.Now();
+    while (f.Logins() == 1) {
+      const auto in = f.src->Snapshot().next_action_in;
+      const auto at = f.clock.Now() + in - t0;
+      REQUIRE(at < 60s);
+      const auto left = std::chrono::duration_cast<std::chrono::seconds>(60s - at);
+      f.http.Respond(Method::kPost, kRenew, 200, RenewJson(std::min<long>(4, left.count()), true));
+      f.http.Respond(Method::kPost, kLogin, 200, LoginJson("s.tok-2", 4, true));
+      f.AdvanceAndSettle(in);
+      // Every step keeps a usable token.
+      REQUIRE(f.src->Snapshot().has_token);
+    }
+    const auto login_at = f.clock.Now() - t0;
+    CHECK(login_at < 60s - 1s);  // at least the 4/3 s margin (less whole-second rounding)
+    CHECK(login_at > 50s);
+    CHECK(f.TokenNow() == "s.tok-2");
+    CHECK(f.src->Snapshot().max_ttl_logins == 1);
+    CHECK(logs.events("auth.login").back()["reason"] == "max_ttl");
+  }
 }
 
 TEST_CASE("a non-renewable token is replaced by a login at 2/3 of its TTL", "[auth][lifecycle]") {

@@ -1,8 +1,11 @@
 // Privileges: only what is safe to call in a test process (DropPrivileges and LockDown would
-// change this process for good, and are covered by the integration tests).
+// change this process for good: they run here in forked children, and on the running plugin in
+// the integration tests).
 #include "hardening/privileges.h"
 
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -31,6 +34,33 @@ TEST_CASE("DescribeProcess has the documented one-line format", "[privileges]") 
     CHECK(m[3].str() == "some");  // root in a test run holds capabilities
   }
   CHECK(d.find('\n') == std::string::npos);
+}
+
+// Runs `body` in a forked child; returns its exit code (or 100 + signal).
+template <typename F>
+int InChild(F body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) _exit(body());
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+
+TEST_CASE("LockDown: not dumpable, no_new_privs, core limit 0 (in a forked child)",
+          "[privileges]") {
+  // The child starts dumpable (set explicitly: a uid change with fs.suid_dumpable 0 would also
+  // clear it, so this isolates LockDown's own prctl), calls LockDown and reports by exit code.
+  const int rc = InChild([] {
+    if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return 10;
+    if (::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1) return 11;
+    if (!LockDown().ok()) return 12;
+    if (::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) return 13;
+    if (::prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) return 14;
+    rlimit core{};
+    if (::getrlimit(RLIMIT_CORE, &core) != 0 || core.rlim_cur != 0 || core.rlim_max != 0) return 15;
+    return 0;
+  });
+  CHECK(rc == 0);  // 13: still dumpable; 14: no_new_privs unset; 15: core dumps allowed
 }
 
 }  // namespace

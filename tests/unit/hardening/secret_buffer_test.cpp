@@ -2,11 +2,17 @@
 // explicit, constant-time comparison, and the locked-memory accounting.
 #include "hardening/secret_buffer.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "hardening/wiping_allocator.h"
@@ -244,6 +250,97 @@ TEST_CASE("SecureWipe zeroes memory and tolerates null", "[secret_buffer]") {
   CHECK(AllZero(reinterpret_cast<const uint8_t*>(buf), sizeof(buf)));
   SecureWipe(nullptr, 10);
   SecureWipe(buf, 0);
+}
+
+// Move-only, checked at compile time: a copy would be an unwiped, unlocked second home.
+static_assert(!std::is_copy_constructible_v<SecretBuffer>);
+static_assert(!std::is_copy_assignable_v<SecretBuffer>);
+static_assert(std::is_nothrow_move_constructible_v<SecretBuffer>);
+static_assert(std::is_nothrow_move_assignable_v<SecretBuffer>);
+
+// The /proc/self/smaps block of the mapping that holds `addr`: its VmFlags line and Locked: kB.
+struct Smaps {
+  bool found = false;
+  std::string vmflags;
+  long locked_kb = -1;
+};
+Smaps SmapsFor(const void* addr) {
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  Smaps out;
+  bool in = false;
+  while (std::getline(f, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      in = a >= lo && a < hi;
+      if (in) out.found = true;
+      continue;
+    }
+    if (!in) continue;
+    if (line.rfind("VmFlags:", 0) == 0) out.vmflags = line.substr(8) + " ";
+    if (line.rfind("Locked:", 0) == 0) out.locked_kb = std::stol(line.substr(7));
+  }
+  return out;
+}
+
+TEST_CASE("SecretBuffer pages are excluded from dumps, wiped on fork and locked (smaps)",
+          "[secret_buffer]") {
+  SecretBuffer b = SecretBuffer::CopyOf(std::string(3 * Page(), 's'));
+  const size_t failures_before = SecretBuffer::LockFailures();
+  const Smaps m = SmapsFor(b.data());
+  REQUIRE(m.found);
+  INFO("VmFlags:" << m.vmflags);
+  CHECK(m.vmflags.find(" dd ") != std::string::npos);  // MADV_DONTDUMP
+  CHECK(m.vmflags.find(" wf ") != std::string::npos);  // MADV_WIPEONFORK
+  if (SecretBuffer::LockFailures() == failures_before && ::geteuid() == 0) {
+    // Root has CAP_IPC_LOCK: mlock cannot fail, so the pages must show as locked.
+    CHECK(m.vmflags.find(" lo ") != std::string::npos);
+    CHECK(m.locked_kb >= static_cast<long>(3 * Page() / 1024));
+  }
+}
+
+TEST_CASE("SecretBuffer pages are wiped in a forked child (MADV_WIPEONFORK)", "[secret_buffer]") {
+  SecretBuffer b = SecretBuffer::CopyOf("fork-secret");
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) _exit(AllZero(b.data(), b.size()) ? 0 : 1);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  CHECK(b.view() == "fork-secret");  // the parent keeps it
+}
+
+std::atomic<uintptr_t> g_planted{0};
+constexpr size_t kPlant = 4096;
+
+// Leaves a 4 KiB pattern in a dead frame below the caller's.
+[[gnu::noinline]] void PlantOnStack() {
+  unsigned char buf[kPlant];
+  std::memset(buf, 0xA5, sizeof(buf));
+  __asm__ __volatile__("" : : "r"(buf) : "memory");
+  g_planted.store(reinterpret_cast<uintptr_t>(buf));
+}
+
+// Counts the pattern in the dead frame; inlined so it does not reuse that stack itself.
+[[gnu::always_inline]] inline size_t CountPlanted() {
+  const volatile unsigned char* p = reinterpret_cast<const volatile unsigned char*>(g_planted.load());
+  size_t n = 0;
+  for (size_t i = 0; i < kPlant; ++i) n += p[i] == 0xA5 ? 1 : 0;
+  return n;
+}
+
+TEST_CASE("ScrubStack zeroes a pattern left in a dead stack frame", "[wiping_allocator]") {
+  PlantOnStack();
+  const size_t before = CountPlanted();  // control: the pattern is there without a scrub
+  PlantOnStack();
+  ScrubStack();
+  const size_t after = CountPlanted();
+  CHECK(before > kPlant / 2);
+  // ScrubStack's own two frames (return addresses, saved registers, alignment padding) are not
+  // part of the area it wipes: a few words of the old frame may survive there (8 bytes seen on
+  // x86-64 with GCC 12 -O2), everything else is zeroed.
+  CHECK(after <= 16);
 }
 
 TEST_CASE("WipingString behaves as a string; ScrubStack returns", "[wiping_allocator]") {

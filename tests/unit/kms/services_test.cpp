@@ -4,6 +4,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <memory>
@@ -349,6 +350,45 @@ TEST_CASE("v1beta1 errors map to the same gRPC code", "[kms][v1beta1][negative]"
     CHECK(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
     CHECK(st.error_message() == "ciphertext is empty");
   }
+}
+
+TEST_CASE("audit records clip the uid to 128 bytes and escape it: one parseable line each",
+          "[kms][v2][audit]") {
+  Server s;
+  fakes::LogCapture cap;
+  s.keys.SetEncryptResult(Wrapped(Ct(), "transit/kubernetes:v3"));
+  const std::string huge(1 << 20, 'u');                                   // 1 MiB
+  const std::string nasty = std::string("q\"uo\\te\nnew\rline\t\x01\x1b[31m\x7f") +
+                            std::string("\0nul", 4);  // (proto3 strings must be UTF-8)
+  const std::string split = std::string(127, 'a') + "\xc3\xa9" + "tail";  // é across byte 128
+  for (const std::string& uid : {huge, nasty, split}) {
+    grpc::ClientContext ctx;
+    ::v2::EncryptRequest req;
+    req.set_plaintext("p");
+    req.set_uid(uid);
+    ::v2::EncryptResponse resp;
+    REQUIRE(s.v2_stub->Encrypt(&ctx, req, &resp).ok());
+  }
+  s.server->Shutdown();
+  // Every captured line is one JSON object: no raw newline or control byte split a record.
+  for (const auto& line : cap.lines()) {
+    REQUIRE(!line.empty());
+    CHECK(line.back() == '\n');  // the record's own terminator, and the only control byte
+    const bool raw_control = std::any_of(line.begin(), line.end() - 1,
+                                         [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+    CHECK_FALSE(raw_control);
+  }
+  auto audits = Audits(cap);
+  REQUIRE(audits.size() == 3);
+  const std::string u0 = audits[0]["uid"];
+  CHECK(u0 == std::string(128, 'u'));
+  CHECK(cap.all().size() < 64 * 1024);  // the 1 MiB uid is nowhere
+  const std::string u1 = audits[1]["uid"];
+  CHECK(u1 == nasty);  // escaped in the line, the same bytes once parsed
+  const std::string u2 = audits[2]["uid"];
+  CHECK(u2.rfind(std::string(127, 'a'), 0) == 0);
+  CHECK(u2.find("tail") == std::string::npos);
+  CHECK(u2.size() <= 128 + 2);  // the cut byte is replaced (U+FFFD), not passed through raw
 }
 
 }  // namespace

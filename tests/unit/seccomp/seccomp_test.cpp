@@ -3,7 +3,9 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -94,12 +96,78 @@ TEST_CASE("argument filters narrow socket, open and mmap") {
       return 0;
     })));
   }
+  SECTION("mprotect: a page made executable is refused, read-only is fine") {
+    CHECK(ExitCode(RunFiltered(SeccompAction::kKill, [] {
+      void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) return 1;
+      return mprotect(p, 4096, PROT_READ) == 0 ? 0 : 2;
+    })) == 0);
+    CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [] {
+      void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) return 1;
+      mprotect(p, 4096, PROT_READ | PROT_EXEC);
+      return 0;
+    })));
+  }
+  SECTION("prctl: thread names only") {
+    CHECK(ExitCode(RunFiltered(SeccompAction::kKill, [] {
+      char name[16] = {};
+      if (prctl(PR_SET_NAME, "seccomp-test", 0, 0, 0) != 0) return 1;
+      return prctl(PR_GET_NAME, name, 0, 0, 0) == 0 && std::string(name) == "seccomp-test" ? 0 : 2;
+    })) == 0);
+    for (int option : {PR_SET_DUMPABLE, PR_GET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG}) {
+      INFO("prctl option " << option);
+      CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [option] {
+        prctl(option, 0, 0, 0, 0);
+        return 0;
+      })));
+    }
+  }
+  SECTION("tgkill: only to our own pid") {
+    CHECK(ExitCode(RunFiltered(SeccompAction::kKill, [] {
+      return syscall(SYS_tgkill, getpid(), gettid(), 0) == 0 ? 0 : 1;  // signal 0: a probe
+    })) == 0);
+    const pid_t parent = getpid();  // this test process; read before the child's filter
+    CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [parent] {
+      syscall(SYS_tgkill, parent, parent, 0);  // getppid itself is not allowed: do not call it
+      return 0;
+    })));
+  }
+  SECTION("prlimit64: reading limits is fine, setting them is refused") {
+    CHECK(ExitCode(RunFiltered(SeccompAction::kKill, [] {
+      rlimit old{};
+      return syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, nullptr, &old) == 0 && old.rlim_cur > 0 ? 0 : 1;
+    })) == 0);
+    CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [] {
+      rlimit old{};
+      syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, nullptr, &old);
+      syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &old, nullptr);  // same value: still a write
+      return 0;
+    })));
+  }
   SECTION("clone3 fails with ENOSYS so glibc falls back to clone") {
     CHECK(ExitCode(RunFiltered(SeccompAction::kKill, [] {
       long rc = syscall(SYS_clone3, nullptr, 0);
       return (rc == -1 && errno == ENOSYS) ? 0 : 1;
     })) == 0);
   }
+}
+
+TEST_CASE("a foreign-architecture syscall is killed even when the same call is allowed natively") {
+  // getpid is allowed on x86_64 (checked first); the same call through the i386 ABI (int 0x80,
+  // getpid = 20) and the x32 ABI (bit 30 set, getpid = 39) must kill the process.
+  CHECK(ExitCode(RunFiltered(SeccompAction::kKill, [] {
+    return syscall(SYS_getpid) == getpid() ? 0 : 1;
+  })) == 0);
+  CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [] {
+    long ret = 20;
+    asm volatile("int $0x80" : "+a"(ret) : : "memory");
+    return 0;
+  })));
+  CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [] {
+    syscall(0x40000000L | 39);
+    return 0;
+  })));
 }
 
 TEST_CASE("log mode traps, reports and fails the call instead of killing") {
@@ -110,14 +178,23 @@ TEST_CASE("log mode traps, reports and fails the call instead of killing") {
   CHECK(ExitCode(st) == 0);
 }
 
-TEST_CASE("the allowlist is grouped and has no dangerous calls") {
+// The allowlist's exact size, as SECURITY.md states it: adding or removing a syscall must be a
+// deliberate change here and in SECURITY.md (and security/seccomp/trousseau.json).
+constexpr size_t kAllowlistSyscalls = 83;  // 81 + accept and getdents64 (operations listener, process metrics)
+constexpr size_t kAllowlistGroups = 10;
+
+TEST_CASE("the allowlist is grouped, of the documented size, and has no dangerous calls") {
   const auto& rules = trousseau::hardening::SeccompAllowlist();
-  REQUIRE(rules.size() > 40);
   std::set<std::string> names;
+  std::set<std::string> groups;
   for (const auto& r : rules) {
     CHECK(!r.group.empty());
     names.insert(r.syscall);
+    groups.insert(r.group);
   }
+  CHECK(names.size() == rules.size());  // no duplicates
+  CHECK(rules.size() == kAllowlistSyscalls);
+  CHECK(groups.size() == kAllowlistGroups);
   for (const char* bad : {"ptrace", "execve", "execveat", "fork", "vfork", "process_vm_readv",
                           "process_vm_writev", "mount", "setns", "unshare", "bpf", "kexec_load",
                           "init_module", "finit_module", "perf_event_open", "userfaultfd",

@@ -3,10 +3,21 @@
 // the response size cap and the request timeout.
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
+#include <map>
+#include <optional>
 #include <string>
 
 #include "common/base64.h"
@@ -326,6 +337,154 @@ TEST_CASE("CurlTransport times out a node that does not answer", "[curl][tls][ne
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
   CHECK_THAT(std::string(r.status().message()), Contains("timed out after"));
+}
+
+// Sets environment variables for one scope and restores them after.
+class ScopedEnv {
+ public:
+  void Set(const char* name, const std::string& value) {
+    Remember(name);
+    ::setenv(name, value.c_str(), 1);
+  }
+  void Unset(const char* name) {
+    Remember(name);
+    ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    for (const auto& [name, old] : saved_) {
+      if (old) {
+        ::setenv(name.c_str(), old->c_str(), 1);
+      } else {
+        ::unsetenv(name.c_str());
+      }
+    }
+  }
+
+ private:
+  void Remember(const char* name) {
+    if (saved_.count(name)) return;
+    const char* v = ::getenv(name);
+    saved_[name] = v ? std::optional<std::string>(v) : std::nullopt;
+  }
+  std::map<std::string, std::optional<std::string>> saved_;
+};
+
+// A TCP listener on 127.0.0.1 that never answers; reports whether anyone connected.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+    REQUIRE(::listen(fd_, 16) == 0);
+    socklen_t len = sizeof(a);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+  }
+  ~SilentListener() { ::close(fd_); }
+  int port() const { return port_; }
+  bool connected() const {  // a pending connection in the backlog
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+TEST_CASE("CurlTransport refuses a server that offers only TLS 1.0 or 1.1", "[curl][tls][negative]") {
+  Pki pki;
+  for (int max : {TLS1_VERSION, TLS1_1_VERSION}) {
+    INFO("server max version 0x" << std::hex << max);
+    TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+    server.SetProtocolRange(TLS1_VERSION, max);
+    auto t = Make(Cfg({server.address()}), pki.Material());
+    auto r = t->Send(Failing("/v1/sys/health"));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+    CHECK(server.requests().empty());
+    CHECK(server.failed_handshakes() >= 1);
+  }
+  // Control: the same server setup with TLS 1.2 allowed serves, so the refusal is the version.
+  TlsTestServer ok(GetTestPki().cert_pem, GetTestPki().key_pem);
+  ok.SetProtocolRange(TLS1_VERSION, TLS1_2_VERSION);
+  auto t = Make(Cfg({ok.address()}), pki.Material());
+  auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+}
+
+TEST_CASE("CurlTransport ignores proxy settings in the environment", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  SilentListener proxy;
+  const std::string url = "http://127.0.0.1:" + std::to_string(proxy.port());
+  ScopedEnv env;
+  for (const char* name : {"HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY"}) {
+    env.Set(name, url);
+  }
+  env.Unset("NO_PROXY");
+  env.Unset("no_proxy");
+  auto t = Make(Cfg({server.address()}), pki.Material());
+  HttpRequest req = Req(HttpRequest::Method::kGet, "/v1/sys/health");
+  req.deadline = std::chrono::steady_clock::now() + 3s;
+  auto r = t->Send(req);
+  CHECK_FALSE(proxy.connected());
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  CHECK(server.requests().size() == 1);
+}
+
+TEST_CASE("CurlTransport never offers HTTP/2 (ALPN)", "[curl][tls]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  auto t = Make(Cfg({server.address()}), pki.Material());
+  auto r = t->Send(Req(HttpRequest::Method::kGet, "/v1/sys/health"));
+  REQUIRE(r.ok());
+  const auto offered = server.alpn_offered();
+  REQUIRE(offered.size() == 1);  // the server saw the ClientHello's ALPN list
+  CHECK(offered[0] == std::vector<std::string>{"http/1.1"});
+  for (const auto& name : offered[0]) CHECK(name.rfind("h2", 0) != 0);
+}
+
+TEST_CASE("CurlTransport does not trust the system CA store, even one that holds the server's CA",
+          "[curl][tls][negative]") {
+  // OpenSSL's default verify paths (what a context would trust by default) pointed at a file and
+  // a directory holding the CA that signed the server's certificate; the configured CA is
+  // another one. Verification must still fail.
+  Pki pki;
+  fakes::TempDir sys;
+  const std::string ca_file = sys.Write("system-ca.pem", GetTestPki().ca_pem);
+  {  // the hashed name OpenSSL looks up in a CA directory
+    BIO* b = BIO_new_mem_buf(GetTestPki().ca_pem.data(), static_cast<int>(GetTestPki().ca_pem.size()));
+    X509* x = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+    BIO_free(b);
+    REQUIRE(x != nullptr);
+    char name[16];
+    std::snprintf(name, sizeof(name), "%08lx.0", X509_subject_name_hash(x));
+    X509_free(x);
+    sys.Write(name, GetTestPki().ca_pem);
+  }
+  ScopedEnv env;
+  env.Set("SSL_CERT_FILE", ca_file);
+  env.Set("SSL_CERT_DIR", sys.path());
+  env.Set("CURL_CA_BUNDLE", ca_file);
+  {  // control: a context that loads the default paths now trusts the server's CA
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    REQUIRE(SSL_CTX_set_default_verify_paths(ctx) == 1);
+    const int n = sk_X509_OBJECT_num(X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx)));
+    CHECK(n >= 1);  // the file's CA was loaded
+    SSL_CTX_free(ctx);
+  }
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  auto t = Make(Cfg({server.address()}), pki.Material(false, /*other_ca=*/true));
+  auto r = t->Send(Failing("/v1/sys/health"));
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(std::string(r.status().message()), Contains("certificate verification failed"));
+  CHECK(server.requests().empty());
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "vault/secret_json.h"
 
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <string>
 
 namespace trousseau::vault {
@@ -22,6 +23,33 @@ TEST_CASE("DumpSecret and ParseSecret round-trip", "[secret_json]") {
   REQUIRE(back.ok());
   CHECK((*back)["key_version"].get<int64_t>() == 3);
   CHECK((*back)["plaintext"].get_ref<const WipingString&>() == "c2VjcmV0");
+}
+
+// Parses {"k":"<4000 x 'Q'>"} with JSON type J, destroys it, and counts the pattern left in the
+// freed block that held the value (this test binary does not interpose free, so without the
+// wiping allocator the bytes stay). The first 64 bytes are skipped: malloc keeps its free-list
+// pointers there. Nothing allocates between the destruction and the count.
+template <typename J, typename Text>
+size_t PatternLeftAfterFree(const Text& text) {
+  const volatile char* at = nullptr;
+  size_t len = 0;
+  {
+    J j = J::parse(text);
+    const auto& v = j["k"].template get_ref<const typename J::string_t&>();
+    at = v.data();
+    len = v.size();
+  }
+  size_t n = 0;
+  for (size_t i = 64; i < len; ++i) n += at[i] == 'Q' ? 1 : 0;
+  return n;
+}
+
+TEST_CASE("the wiping allocator leaves no copy behind when nlohmann's JSON frees a string",
+          "[secret_json][wiping_allocator]") {
+  const std::string text = "{\"k\":\"" + std::string(4000, 'Q') + "\"}";
+  // Control: the same through std::allocator leaves the pattern, so the probe can see it.
+  CHECK(PatternLeftAfterFree<nlohmann::json>(text) > 3000);
+  CHECK(PatternLeftAfterFree<SecretJson>(text) == 0);
 }
 
 TEST_CASE("ParseSecret refuses non-JSON without echoing it", "[secret_json][negative]") {
