@@ -247,6 +247,7 @@ class Kubelet:
             "enforceNodeAllocatable": [],
             "containerRuntimeEndpoint": "unix://" + self.runtime_socket,
             "staticPodPath": self.manifests,
+            "podLogsDir": os.path.join(self.work, "pod-logs"),
             "fileCheckFrequency": "2s",
             "syncFrequency": "5s",
             "address": "127.0.0.1",
