@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -21,11 +22,15 @@
 #include "hardening/wipe_on_free.h"
 #include "kms/services.h"
 #include "kms/socket.h"
+#include "observability/http_server.h"
 #include "observability/log.h"
+#include "observability/metrics.h"
+#include "observability/probes.h"
 #include "trousseau/version.h"
 #include "vault/curl_transport.h"
 #include "vault/tls_material.h"
 #include "vault/auth/factory.h"
+#include "vault/auth/login_token_source.h"
 #include "vault/auth/token_file_renewer.h"
 #include "vault/transit_client.h"
 
@@ -84,7 +89,85 @@ struct Plugin {
   std::unique_ptr<kms::V2Service> v2;
   std::unique_ptr<kms::V1Beta1Service> v1;
   std::unique_ptr<grpc::Server> server;
+  // The operations listener reads everything above: declared last, destroyed first.
+  std::unique_ptr<observability::LivenessChecker> liveness;
+  std::unique_ptr<observability::HttpServer> ops;
 };
+
+// Scrape-time state for /metrics, read from the components' own thread-safe snapshots.
+metrics::RuntimeState ReadState(const Plugin& p, const vault::auth::LoginTokenSource* login) {
+  metrics::RuntimeState s;
+  if (login != nullptr) {
+    const auto snap = login->Snapshot();
+    s.token_ttl_seconds = snap.expires ? static_cast<double>(snap.remaining_ttl.count()) / 1000.0 : -1;
+    s.logins_success = snap.login_count;
+    s.logins_failure = snap.login_failures;
+    s.renewals_success = snap.renewal_count;
+    s.renewals_failure = snap.renewal_failures;
+  } else if (p.renewer) {
+    const auto snap = p.renewer->Snapshot();
+    if (snap.known && snap.ttl.count() > 0) {
+      const auto left = snap.ttl - std::chrono::duration_cast<std::chrono::seconds>(
+                                       SystemClock().Now() - snap.ttl_at);
+      s.token_ttl_seconds = static_cast<double>(std::max<int64_t>(left.count(), 0));
+    }
+    s.renewals_success = snap.renewals;
+    s.renewals_failure = snap.renewal_failures;
+  }
+  const auto key = p.keys->State();
+  const auto health = p.keys->Health();
+  s.key_version = key.latest_version;
+  s.key_id = health.key_id;
+  s.last_success_age_seconds =
+      key.since_last_ok ? static_cast<double>(key.since_last_ok->count()) / 1000.0 : -1;
+  s.healthy = health.healthz == "ok";
+  return s;
+}
+
+// The token source's own view for /readyz: "" when fine, else a one-line reason.
+std::string TokenProblem(const Plugin& p, const vault::auth::LoginTokenSource* login) {
+  if (login != nullptr) {
+    const auto snap = login->Snapshot();
+    if (snap.has_token) return "";
+    if (snap.consecutive_login_failures > 0) {
+      return "token invalid: Vault login failed: " + snap.last_login_error.substr(0, 200);
+    }
+    return "token invalid: no Vault token yet";
+  }
+  if (p.renewer) {
+    const auto snap = p.renewer->Snapshot();
+    if (snap.known && snap.ttl.count() > 0 &&
+        SystemClock().Now() - snap.ttl_at >= std::chrono::duration_cast<SteadyTime::duration>(snap.ttl)) {
+      return "token invalid: the token file's token has expired";
+    }
+  }
+  return "";
+}
+
+// Starts the operations listener (probes and metrics) on `cfg.http.listen`.
+absl::Status StartOps(Plugin& p, const config::Config& cfg) {
+  const auto* login = dynamic_cast<const vault::auth::LoginTokenSource*>(p.tokens.get());
+  metrics::SetStateProvider([&p, login] { return ReadState(p, login); });
+  p.liveness = std::make_unique<observability::LivenessChecker>(
+      cfg.socket.path, std::chrono::milliseconds(1000), std::chrono::milliseconds(1000));
+  observability::HttpOptions opts;
+  opts.listen = cfg.http.listen;
+  observability::HttpHandlers h;
+  h.livez = [&p] { return p.liveness->Check(); };
+  h.readyz = [&p, login] {
+    return observability::Readiness(*p.keys, [&p, login] { return TokenProblem(p, login); });
+  };
+  h.metrics = [] { return metrics::Exposition(); };
+  auto server = observability::HttpServer::Start(opts, std::move(h));
+  if (!server.ok()) return server.status();
+  p.ops = std::move(*server);
+  if (!cfg.http.loopback) {
+    log::Warn("http", "http.listen is not a loopback address: probes and metrics are reachable "
+              "from other hosts", {{"listen", cfg.http.listen}});
+  }
+  log::Info("http", "operations listener started", {{"listen", cfg.http.listen}});
+  return absl::OkStatus();
+}
 
 int Serve(const std::string& config_path, bool check_only) {
   // 1. Config: parsed and validated before anything starts; one line names any bad key.
@@ -106,6 +189,8 @@ int Serve(const std::string& config_path, bool check_only) {
 
   // libcurl's global state must be set up while the process is single-threaded.
   if (auto st = vault::CurlTransport::GlobalInit(); !st.ok()) return Die(kExitRuntime, std::string(st.message()));
+  // civetweb's global state too.
+  if (cfg->http.enabled) observability::InitHttpLibrary();
 
   // 2. Trust, identity and credentials into memory, while the files are still readable.
   Plugin p;
@@ -147,6 +232,16 @@ int Serve(const std::string& config_path, bool check_only) {
   kopts.stale_after = cfg->status.stale_after;
   kopts.check_timeout = cfg->vault.request_timeout;
   p.keys = std::make_unique<envelope::TransitKeyService>(*p.transit, SystemClock(), kopts);
+  if (cfg->vault.auth.method == config::AuthMethod::kToken && cfg->vault.auth.renew_token) {
+    // Built now (its thread starts in step 7) so that the metrics reader never sees it change.
+    vault::auth::RenewerOptions ropts;
+    ropts.request_timeout = cfg->vault.request_timeout;
+    p.renewer = std::make_unique<vault::auth::TokenFileRenewer>(*p.tokens, *p.http, SystemClock(),
+                                                                ropts);
+  }
+  metrics::SetVaultNodes(cfg->vault.addresses);
+  metrics::SetBuildInfo(TROUSSEAU_VERSION, TROUSSEAU_GIT_REVISION,
+                        metrics::ShortTlsLibraryName(OpenSSL_version(OPENSSL_VERSION)));
   p.v2 = std::make_unique<kms::V2Service>(*p.keys);
   p.v1 = std::make_unique<kms::V1Beta1Service>(*p.keys, TROUSSEAU_VERSION);
 
@@ -177,6 +272,16 @@ int Serve(const std::string& config_path, bool check_only) {
     return Die(kExitRuntime, std::string(st.message()));
   }
 
+  // 3b. The operations listener binds a port below 1024 only as root: then it starts here.
+  const bool ops_early = cfg->http.enabled && cfg->http.port < 1024;
+  if (ops_early) {
+    if (auto st = StartOps(p, *cfg); !st.ok()) {
+      p.server->Shutdown();
+      kms::RemoveSocket(sock);
+      return Die(kExitRuntime, std::string(st.message()));
+    }
+  }
+
   // 4. Drop privileges for good, and prove it.
   if (auto st = hardening::DropPrivileges(cfg->privileges.uid, cfg->privileges.gid); !st.ok()) {
     p.server->Shutdown();
@@ -187,6 +292,18 @@ int Serve(const std::string& config_path, bool check_only) {
   if (auto st = hardening::LockDown(); !st.ok()) {
     p.server->Shutdown();
     return Die(kExitRuntime, std::string(st.message()));
+  }
+
+  // 5b. The operations listener (probes, metrics): unprivileged, and before the syscall filter,
+  //     so its bind, listen and worker threads are created while those calls are still allowed.
+  if (cfg->http.enabled && !ops_early) {
+    if (auto st = StartOps(p, *cfg); !st.ok()) {
+      p.server->Shutdown();
+      kms::RemoveSocket(sock);
+      return Die(kExitRuntime, std::string(st.message()));
+    }
+  } else if (!cfg->http.enabled) {
+    log::Info("http", "operations listener disabled (http.listen: off)");
   }
 
   const std::string process = hardening::DescribeProcess();  // reads capabilities: before seccomp
@@ -204,13 +321,7 @@ int Serve(const std::string& config_path, bool check_only) {
 
   // 7. Serve. Health and key_id are refreshed in the background; Status never waits on Vault.
   p.keys->Start();
-  if (cfg->vault.auth.method == config::AuthMethod::kToken && cfg->vault.auth.renew_token) {
-    vault::auth::RenewerOptions ropts;
-    ropts.request_timeout = cfg->vault.request_timeout;
-    p.renewer = std::make_unique<vault::auth::TokenFileRenewer>(*p.tokens, *p.http, SystemClock(),
-                                                                ropts);
-    p.renewer->Start();
-  }
+  if (p.renewer) p.renewer->Start();
   log::Info("start", "serving", {{"socket", sock},
                                  {"vault", cfg->vault.addresses},
                                  {"transit", cfg->vault.transit_mount + "/" + cfg->vault.transit_key},
@@ -222,6 +333,8 @@ int Serve(const std::string& config_path, bool check_only) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   log::Info("stop", "signal received; finishing in-flight requests", {{"signal", strsignal(sig)}});
+  // Probes and scrapes stop first: a probe during shutdown would only see a closing server.
+  if (p.ops) p.ops->Stop();
   p.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   p.server->Wait();
   p.keys->Stop();

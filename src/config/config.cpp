@@ -868,6 +868,17 @@ absl::Status ParseSeccomp(const Section& root, SeccompMode& mode) {
                               mode);
 }
 
+absl::Status ParseHttp(const Section& root, HttpConfig& http) {
+  Section s;
+  if (absl::Status st = SubSection(root, "http", {"listen"}, s); !st.ok()) return st;
+  std::string listen = http.listen;
+  if (absl::Status st = GetString(s, "listen", listen); !st.ok()) return st;
+  absl::StatusOr<HttpConfig> parsed = ParseHttpListen(listen);
+  if (!parsed.ok()) return parsed.status();
+  http = *parsed;
+  return absl::OkStatus();
+}
+
 absl::Status ParseHygiene(const Section& root, bool& wipe_freed_memory) {
   Section s;
   if (absl::Status st = SubSection(root, "hygiene", {"wipe_freed_memory"}, s); !st.ok()) return st;
@@ -896,11 +907,64 @@ absl::Status CheckDocuments(const std::vector<YAML::Node>& docs) {
   return absl::OkStatus();
 }
 
+}  // namespace
+
+absl::StatusOr<HttpConfig> ParseHttpListen(const std::string& value) {
+  constexpr std::string_view kKey = "http.listen";
+  constexpr std::string_view kForm =
+      "expected \"IPv4:port\" or \"[IPv6]:port\" (e.g. \"127.0.0.1:8787\"), or \"off\"";
+  HttpConfig http;
+  if (value.empty() || value == "off") {
+    http.enabled = false;
+    http.listen.clear();
+    http.host.clear();
+    http.port = 0;
+    return http;
+  }
+  const size_t colon = value.rfind(':');
+  if (colon == std::string::npos || colon == 0) return KeyError(kKey, Cat(kForm, ", got ", Quote(value)));
+  std::string host = value.substr(0, colon);
+  const std::string port_text = value.substr(colon + 1);
+  bool v6 = false;
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return KeyError(kKey, Cat(kForm, ", got ", Quote(value)));
+    host = host.substr(1, host.size() - 2);
+    if (!IsIpv6Literal(host)) {
+      return KeyError(kKey, Cat("not an IPv6 address: ", Quote(host), " (", kForm, ")"));
+    }
+    v6 = true;
+  } else if (!IsIpv4Literal(host) || std::count(host.begin(), host.end(), '.') != 3) {
+    // A literal only: a host name would need a resolver at start and could change meaning.
+    return KeyError(kKey, Cat("not an IPv4 address: ", Quote(host), " (", kForm, ")"));
+  }
+  const std::optional<uint64_t> port = ParseDecimal(port_text);
+  if (!port || *port == 0 || *port > 65535) {
+    return KeyError(kKey, Cat("the port must be a number from 1 to 65535, got ", Quote(port_text)));
+  }
+  http.enabled = true;
+  http.host = host;
+  http.port = static_cast<uint16_t>(*port);
+  http.listen = v6 ? Cat("[", host, "]:", *port) : Cat(host, ":", *port);
+  if (v6) {
+    in6_addr a{};
+    inet_pton(AF_INET6, host.c_str(), &a);
+    http.loopback = IN6_IS_ADDR_LOOPBACK(&a);
+  } else {
+    in_addr a{};
+    inet_pton(AF_INET, host.c_str(), &a);
+    http.loopback = (ntohl(a.s_addr) >> 24) == 127;
+  }
+  return http;
+}
+
+namespace {
+
 absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = CheckDocuments(docs); !st.ok()) return st;
   Section root;
   if (absl::Status st = OpenSection(docs[0], "", {"socket", "vault", "status", "log",
-                                                  "privileges", "seccomp", "hygiene"}, root);
+                                                  "privileges", "seccomp", "hygiene", "http"},
+                                  root);
       !st.ok()) {
     return st;
   }
@@ -912,6 +976,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = ParsePrivileges(root, config.privileges); !st.ok()) return st;
   if (absl::Status st = ParseSeccomp(root, config.seccomp); !st.ok()) return st;
   if (absl::Status st = ParseHygiene(root, config.wipe_freed_memory); !st.ok()) return st;
+  if (absl::Status st = ParseHttp(root, config.http); !st.ok()) return st;
   return config;
 }
 

@@ -59,6 +59,15 @@ struct StatusConfig {
   std::chrono::milliseconds stale_after{45000};
 };
 
+// The HTTP listener for probes and metrics (docs/metrics.md). Disabled when `listen` is "" or "off".
+struct HttpConfig {
+  bool enabled = true;
+  std::string listen = "127.0.0.1:8787";  // as civetweb takes it: "IPv4:port" or "[IPv6]:port"
+  std::string host = "127.0.0.1";         // without brackets
+  uint16_t port = 8787;
+  bool loopback = true;                   // false: reachable from other hosts (main warns)
+};
+
 struct PrivilegesConfig {
   uint32_t uid = 65532;
   uint32_t gid = 65532;
@@ -70,9 +79,13 @@ struct Config {
   StatusConfig status;
   LogLevel log_level = LogLevel::kInfo;
   PrivilegesConfig privileges;
+  HttpConfig http;
   SeccompMode seccomp = SeccompMode::kEnforce;
   bool wipe_freed_memory = true;  // hygiene.wipe_freed_memory: wipe every block the process frees
 };
+
+// Parses an `http.listen` value ("127.0.0.1:8787", "[::1]:8787", "" or "off").
+absl::StatusOr<HttpConfig> ParseHttpListen(const std::string& value);
 
 // Parses and validates YAML text. On error the status message is one line that names the
 // dotted key (e.g. "vault.tls.ca_file") and what is wrong with it.

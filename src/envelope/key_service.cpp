@@ -130,6 +130,16 @@ HealthSnapshot TransitKeyService::Health() const {
   return h;
 }
 
+KeyState TransitKeyService::State() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  KeyState s;
+  s.latest_version = latest_version_;
+  if (ever_ok_) {
+    s.since_last_ok = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - last_ok_at_);
+  }
+  return s;
+}
+
 void TransitKeyService::RefreshOnce() {
   const Deadline deadline = clock_.Now() + opts_.check_timeout;
   auto info = transit_.ReadKey(deadline);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -63,6 +64,12 @@ size_t EstimatedWrappedSize(size_t plaintext_bytes);
 // A fully qualified domain name, as kube-apiserver requires of annotation keys.
 bool IsFqdn(std::string_view name);
 
+// For the metrics endpoint: what the background check last learned.
+struct KeyState {
+  int64_t latest_version = 0;  // 0 before the first successful check
+  std::optional<std::chrono::milliseconds> since_last_ok;  // unset: never succeeded
+};
+
 struct TransitKeyServiceOptions {
   std::string namespace_;  // part of the key identity
   std::chrono::milliseconds refresh_period{15000};
@@ -80,6 +87,7 @@ class TransitKeyService final : public KeyService {
                                         const std::map<std::string, std::string>& annotations,
                                         Deadline deadline) override;
   HealthSnapshot Health() const override;
+  KeyState State() const;
 
   // One health check now (the background thread calls this every refresh period).
   void RefreshOnce();

@@ -119,6 +119,12 @@ const std::vector<Group>& Groups() {
         {"recvmsg", {}},
         {"sendmmsg", {}},
         {"shutdown", {}}}},
+      // The listener's socket, bind, listen and threads are created before the filter; serving
+      // needs accept(2) (civetweb calls accept, not accept4), recv/send (recvfrom/sendto),
+      // poll, setsockopt and shutdown, all allowed above. /metrics counts /proc/self/fd.
+      {"operations listener (civetweb): probe and scrape connections; process metrics",
+       {{"accept", {}},
+        {"getdents64", {}}}},
       {"entropy and identity: TLS randomness, resource limits",
        {{"getrandom", {}},
         {"getuid", {}},

@@ -2,9 +2,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
+
 #include "hardening/secret_buffer.h"
 #include "hardening/wiping_allocator.h"
 #include "observability/log.h"
+#include "observability/metrics.h"
 #include "vault/ciphertext.h"
 
 namespace trousseau::kms {
@@ -36,11 +39,39 @@ void WipeField(const std::string& field) {
   SecureWipe(s.data(), s.size());
 }
 
-// Times one call and writes its audit record when it goes out of scope.
+// Our own /livez probe marks its Status call; it is not a KMS client's call, so it is not
+// counted (see observability/probes.h). Anyone able to set it can already call the socket.
+bool IsInternalProbe(const grpc::ServerContext* ctx) {
+  return ctx != nullptr && ctx->client_metadata().count("x-trousseau-probe") > 0;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Counts and times a call without an audit record (Status, Version).
+class CallMetrics {
+ public:
+  CallMetrics(std::string_view api, std::string_view method, bool counted)
+      : api_(api), method_(method), start_(std::chrono::steady_clock::now()) {
+    if (counted) in_flight_.emplace(api, method);
+  }
+  ~CallMetrics() {
+    if (in_flight_) metrics::ObserveKms(api_, method_, "OK", SecondsSince(start_));
+  }
+
+ private:
+  std::string_view api_, method_;
+  std::chrono::steady_clock::time_point start_;
+  std::optional<metrics::KmsInFlight> in_flight_;
+};
+
+// Times one call, counts it in the metrics and writes its audit record when it goes out of scope.
 class CallRecord {
  public:
-  CallRecord(std::string_view api, std::string_view op, std::string_view uid)
-      : start_(std::chrono::steady_clock::now()) {
+  CallRecord(std::string_view api, std::string_view op, std::string_view method,
+             std::string_view uid)
+      : start_(std::chrono::steady_clock::now()), method_(method), in_flight_(api, method) {
     rec_.api = api;
     rec_.operation = op;
     rec_.uid = Clip(uid, 128);
@@ -53,6 +84,7 @@ class CallRecord {
     rec_.key_id = key_id_;
     rec_.vault_node = node_;
     log::Audit(rec_);
+    metrics::ObserveKms(rec_.api, method_, rec_.code, SecondsSince(start_));
     // Dead frames below us held plaintext-derived bytes (base64, JSON, TLS records).
     ScrubStack();
   }
@@ -69,6 +101,8 @@ class CallRecord {
   log::AuditRecord rec_;
   absl::Status status_;
   std::string key_id_, node_;
+  std::string_view method_;
+  metrics::KmsInFlight in_flight_;
 };
 
 }  // namespace
@@ -87,8 +121,9 @@ Deadline CallDeadline(const grpc::ServerContext* ctx, std::chrono::milliseconds 
   return d;
 }
 
-grpc::Status V2Service::Status(grpc::ServerContext* /*ctx*/, const ::v2::StatusRequest* /*req*/,
+grpc::Status V2Service::Status(grpc::ServerContext* ctx, const ::v2::StatusRequest* /*req*/,
                                ::v2::StatusResponse* resp) {
+  CallMetrics m("v2", "Status", !IsInternalProbe(ctx));
   const envelope::HealthSnapshot h = keys_.Health();
   resp->set_version("v2");
   resp->set_healthz(h.healthz);
@@ -101,7 +136,7 @@ grpc::Status V2Service::Status(grpc::ServerContext* /*ctx*/, const ::v2::StatusR
 
 grpc::Status V2Service::Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptRequest* req,
                                 ::v2::EncryptResponse* resp) {
-  CallRecord rec("v2", "encrypt", req->uid());
+  CallRecord rec("v2", "encrypt", "Encrypt", req->uid());
   absl::StatusOr<envelope::EncryptResult> r = absl::UnknownError("not run");
   if (absl::Status fits = envelope::CheckV2WrappedSizeFits(req->plaintext()); !fits.ok()) {
     r = fits;
@@ -127,7 +162,7 @@ grpc::Status V2Service::Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptReq
 
 grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptRequest* req,
                                 ::v2::DecryptResponse* resp) {
-  CallRecord rec("v2", "decrypt", req->uid());
+  CallRecord rec("v2", "decrypt", "Decrypt", req->uid());
   rec.SetKeyId(std::string(Clip(req->key_id(), 1024)));
   std::map<std::string, std::string> annotations(req->annotations().begin(),
                                                  req->annotations().end());
@@ -148,6 +183,7 @@ grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptReq
 grpc::Status V1Beta1Service::Version(grpc::ServerContext* /*ctx*/,
                                      const ::v1beta1::VersionRequest* /*req*/,
                                      ::v1beta1::VersionResponse* resp) {
+  CallMetrics m("v1beta1", "Version", true);
   resp->set_version("v1beta1");
   resp->set_runtime_name(kRuntimeName);
   resp->set_runtime_version(runtime_version_);
@@ -157,7 +193,7 @@ grpc::Status V1Beta1Service::Version(grpc::ServerContext* /*ctx*/,
 grpc::Status V1Beta1Service::Encrypt(grpc::ServerContext* ctx,
                                      const ::v1beta1::EncryptRequest* req,
                                      ::v1beta1::EncryptResponse* resp) {
-  CallRecord rec("v1beta1", "encrypt", "");
+  CallRecord rec("v1beta1", "encrypt", "Encrypt", "");
   auto r = keys_.Encrypt(req->plain(), CallDeadline(ctx, kMaxCallTime));
   rec.SetSizes(req->plain().size(), r.ok() ? r->ciphertext.size() : 0);
   WipeField(req->plain());
@@ -172,7 +208,7 @@ grpc::Status V1Beta1Service::Encrypt(grpc::ServerContext* ctx,
 grpc::Status V1Beta1Service::Decrypt(grpc::ServerContext* ctx,
                                      const ::v1beta1::DecryptRequest* req,
                                      ::v1beta1::DecryptResponse* resp) {
-  CallRecord rec("v1beta1", "decrypt", "");
+  CallRecord rec("v1beta1", "decrypt", "Decrypt", "");
   auto r = keys_.Decrypt(req->cipher(), "", {}, CallDeadline(ctx, kMaxCallTime));
   rec.Finish(r.status());
   rec.SetSizes(req->cipher().size(), r.ok() ? r->plaintext.size() : 0);

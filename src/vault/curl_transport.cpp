@@ -11,6 +11,7 @@
 
 #include "common/status.h"
 #include "observability/log.h"
+#include "observability/metrics.h"
 
 namespace trousseau::vault {
 
@@ -340,6 +341,7 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
                                        (origin.empty() ? "not https" : origin) + "); not followed");
         log::Warn("vault.redirect.refused", "standby redirect not followed",
                   {{"from", node}, {"error", std::string(last->message())}});
+        metrics::VaultRedirectRefused();
         continue;
       }
       log::Info("vault.redirect", "following standby redirect to the active node",
@@ -356,6 +358,7 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
       if (n > 1) {
         log::Warn("vault.failover", "vault node failed, trying the next address",
                   {{"node", node}, {"error", std::string(last->message())}});
+        metrics::VaultFailover();
       }
       continue;
     }
@@ -368,6 +371,7 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
       *last = absl::UnavailableError("vault " + node + ": answered HTTP " + std::to_string(s));
       log::Warn("vault.failover", "vault node unavailable, trying the next address",
                 {{"node", node}, {"http_status", s}});
+      if (n > 1) metrics::VaultFailover();
       *unhealthy = std::move(*resp);
       continue;
     }
@@ -485,7 +489,13 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
     *retryable = false;
     result = absl::InternalError("libcurl rejected an option (libcurl too old?)");
   } else {
+    const auto started = std::chrono::steady_clock::now();
     CURLcode rc = curl_easy_perform(c);
+    long answered = 0;  // 0: no HTTP answer
+    if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &answered);
+    metrics::ObserveVault(request.path, node, answered,
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+                              .count());
     if (rc != CURLE_OK) {
       result = MapCurlError(rc, node, errbuf, timeout_ms, target.overflow,
                             cfg_.max_response_bytes, retryable);

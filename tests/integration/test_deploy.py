@@ -114,6 +114,29 @@ def test_manifests_agree_on_paths():
     assert os.path.dirname(sock) in mounted and "/etc/kubernetes/enc" in mounted
 
 
+def test_probes_use_livez_on_the_configured_listener():
+    pod = load("trousseau.yaml")
+    cfg = load("config.yaml")
+    c = pod["spec"]["containers"][0]
+    host, port = cfg["http"]["listen"].rsplit(":", 1)
+    assert host == "127.0.0.1"
+    for name in ("startupProbe", "livenessProbe"):
+        probe = c[name]
+        get = probe["httpGet"]
+        # /livez never depends on Vault: a Vault outage must not restart the plugin.
+        assert get["path"] == "/livez", name
+        assert get["host"] == host and int(get["port"]) == int(port), name
+        assert get.get("scheme", "HTTP") == "HTTP", name
+        # The check gives up after 1 s inside the plugin; the probe must wait longer than that.
+        assert probe["timeoutSeconds"] >= 2, name
+    startup, live = c["startupProbe"], c["livenessProbe"]
+    # Startup: a generous window for a loaded node at boot; liveness: a few misses, not one.
+    assert 30 <= startup["periodSeconds"] * startup["failureThreshold"] <= 300
+    assert live["failureThreshold"] >= 3
+    assert 20 <= live["periodSeconds"] * live["failureThreshold"] <= 120
+    assert "readinessProbe" not in c or c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
 def test_policy_file_grants_exactly_what_the_plugin_needs():
     text = open(os.path.join(MANIFESTS, "vault", "trousseau-policy.hcl")).read()
     rules = dict(re.findall(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]', text))

@@ -52,6 +52,7 @@ SteadyTime TokenFileRenewer::Step() {
     snap_.known = true;
     snap_.renewable = info->renewable;
     snap_.ttl = info->ttl;
+    snap_.ttl_at = now;
     if (info->ttl.count() == 0) {
       log::Info("auth.renew", "token does not expire; nothing to renew");
     } else if (!info->renewable) {
@@ -71,6 +72,7 @@ SteadyTime TokenFileRenewer::Step() {
     if (info.ok()) {
       ++snap_.renewals;
       snap_.ttl = info->ttl;
+      snap_.ttl_at = clock_.Now();
       snap_.renewable = info->renewable;
       snap_.last_error.clear();
       if (info->ttl < increment_) {

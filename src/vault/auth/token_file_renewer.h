@@ -35,6 +35,7 @@ struct RenewerSnapshot {
   bool known = false;            // the current token has been looked up
   bool renewable = false;
   std::chrono::seconds ttl{0};   // at the last lookup or renewal; 0: does not expire
+  SteadyTime ttl_at{};           // when `ttl` was learned (remaining = ttl - (now - ttl_at))
   uint64_t renewals = 0;
   uint64_t renewal_failures = 0;
   std::string last_error;

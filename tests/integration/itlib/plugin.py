@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -50,6 +51,13 @@ class PluginError(RuntimeError):
     pass
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (the kernel's choice; closed before returning)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Plugin:
     """One `trousseau serve` process. Output goes to <name>.out / <name>.err in the work dir."""
 
@@ -57,7 +65,15 @@ class Plugin:
         self.binary = binary
         self.workdir = workdir
         self.name = name
+        # The operations listener defaults to 127.0.0.1:8787: give every plugin its own port, so
+        # plugins started side by side (HA tests, bench) never collide. Tests that set
+        # http.listen themselves keep theirs.
+        if "http" not in config:
+            config = merge(config, {"http": {"listen": f"127.0.0.1:{free_port()}"}})
         self.config = config
+        listen = str(config.get("http", {}).get("listen", ""))
+        self.http_port: int | None = (int(listen.rsplit(":", 1)[1])
+                                      if listen not in ("", "off") and ":" in listen else None)
         self.v2mod = v2
         self.v1mod = v1
         self.config_file = os.path.join(workdir, f"{name}.yaml")

@@ -804,5 +804,53 @@ TEST_CASE("LoadConfigFile refuses files over 1 MiB") {
   CHECK_THAT(message, !Contains("xxxx"));
 }
 
+
+// ---- http.listen ------------------------------------------------------------------------------
+
+TEST_CASE("http.listen defaults to loopback port 8787") {
+  const Config c = MustParse(kMinimal);
+  CHECK(c.http.enabled);
+  CHECK(c.http.listen == "127.0.0.1:8787");
+  CHECK(c.http.host == "127.0.0.1");
+  CHECK(c.http.port == 8787);
+  CHECK(c.http.loopback);
+}
+
+TEST_CASE("http.listen accepts IPv4 and bracketed IPv6 literals, and off") {
+  const Config v4 = MustParse(kMinimal + "http:\n  listen: \"127.0.0.2:9100\"\n");
+  CHECK(v4.http.listen == "127.0.0.2:9100");
+  CHECK(v4.http.port == 9100);
+  CHECK(v4.http.loopback);
+  const Config v6 = MustParse(kMinimal + "http:\n  listen: \"[::1]:8787\"\n");
+  CHECK(v6.http.listen == "[::1]:8787");
+  CHECK(v6.http.host == "::1");
+  CHECK(v6.http.loopback);
+  const Config any = MustParse(kMinimal + "http:\n  listen: \"0.0.0.0:8787\"\n");
+  CHECK(any.http.enabled);
+  CHECK_FALSE(any.http.loopback);  // main() warns about it
+  const Config pod = MustParse(kMinimal + "http:\n  listen: \"10.1.2.3:8787\"\n");
+  CHECK_FALSE(pod.http.loopback);
+  for (const char* off : {"off", "\"off\"", "\"\""}) {
+    const Config c = MustParse(kMinimal + "http:\n  listen: " + off + "\n");
+    CHECK_FALSE(c.http.enabled);
+    CHECK(c.http.listen.empty());
+  }
+}
+
+TEST_CASE("http.listen refuses garbage with a message naming the key") {
+  for (const char* bad : {"8787", "\":8787\"", "127.0.0.1", "\"127.0.0.1:\"", "\"127.0.0.1:0\"",
+                          "\"127.0.0.1:65536\"", "\"127.0.0.1:-1\"", "\"127.0.0.1:08787\"",
+                          "\"127.0.0.1:87a7\"", "\"localhost:8787\"", "\"127.1:8787\"",
+                          "\"300.0.0.1:8787\"", "\"::1:8787\"", "\"[::1]\"", "\"[::1:8787\"",
+                          "\"[nothex]:8787\"", "\"[127.0.0.1]:8787\"", "\"http://127.0.0.1:8787\"",
+                          "\"127.0.0.1:8787/metrics\"", "\" 127.0.0.1:8787\""}) {
+    INFO(bad);
+    CHECK_THAT(ErrorOf(kMinimal + "http:\n  listen: " + bad + "\n"), Contains("http.listen"));
+  }
+  CHECK_THAT(ErrorOf(kMinimal + "http:\n  listen: [a, b]\n"), Contains("http.listen"));
+  CHECK_THAT(ErrorOf(kMinimal + "http:\n  port: 8787\n"), Contains("http.port"));
+  CHECK_THAT(ErrorOf(kMinimal + "http:\n  listen: \"127.0.0.1:70000\"\n"),
+             Contains("1 to 65535"));
+}
 }  // namespace
 }  // namespace trousseau::config
