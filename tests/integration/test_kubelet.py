@@ -12,6 +12,9 @@ Everything is proven from outside the container: the socket's owner and mode on 
 forbidden system call made by one of the plugin's own threads (injected with ptrace, see
 itlib/inject.py) killing it, after which kubelet restarts the container.
 
+With the operations listener, the manifest's probes are exercised too: a plugin stopped with
+SIGSTOP is restarted by the liveness probe, and one whose OpenBao is down is not.
+
 Runtime level: kubelet (level 1 of the issue). When kubelet cannot be built or cannot start the
 pod here, the test fails and says why (the output names the level); the issue's fallbacks
 (crictl, then runc alone) are not implemented.
@@ -22,8 +25,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
@@ -56,6 +62,16 @@ def proc_status(path: str) -> dict[str, str]:
             k, _, v = line.partition(":")
             out[k] = v.strip()
     return out
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def substitute_host_paths(pod: dict, mapping: dict[str, str]) -> dict:
@@ -164,6 +180,11 @@ def node(plugin_bin, it_dir, openbao, pki, kms):
 
         with open(os.path.join(REPO, "manifests", "trousseau.yaml")) as f:
             shipped = yaml.safe_load(f)
+        # hostNetwork: the probes' port is the node's; the shipped port is kept, so it must be free
+        (c,) = shipped["spec"]["containers"]
+        if "livenessProbe" in c:
+            port = c["livenessProbe"]["httpGet"]["port"]
+            wait_for(lambda: port_free(port), 120, f"127.0.0.1:{port} (the probes' port) free")
         pod = substitute_host_paths(shipped, {"/var/run/kmsplugin": kms_dir, "/etc/trousseau": etc})
         manifest_file = os.path.join(kl.manifests, "trousseau.yaml")
         with open(manifest_file, "w") as f:
@@ -285,3 +306,76 @@ def test_forbidden_syscall_kills_the_plugin_and_kubelet_restarts_it(node, plugin
     assert node.client.decrypt(node.client.encrypt(seed).ciphertext).plaintext == seed
     say(f"kubelet restarted it in {time.monotonic() - t:.0f} s: restartCount {restarts} -> "
         f"{cs['restartCount']}, last exit code {term['exitCode']} ({term.get('reason')})")
+
+
+def probe(kind: str) -> dict:
+    with open(os.path.join(REPO, "manifests", "trousseau.yaml")) as f:
+        (c,) = yaml.safe_load(f)["spec"]["containers"]
+    return c[kind]
+
+
+def livez() -> int:
+    hg = probe("livenessProbe")["httpGet"]
+    try:
+        with urllib.request.urlopen(f"http://{hg['host']}:{hg['port']}{hg['path']}", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_hung_plugin_is_restarted_by_the_liveness_probe(node):
+    lp = probe("livenessProbe")
+    assert lp["httpGet"]["path"] == "/livez"
+    cs = wait_for(lambda: (lambda s: s if s.get("started") and s.get("ready") is not None else None)(node.status()),
+                  60, "the startup probe passed")
+    restarts = cs["restartCount"]
+    assert livez() == 200
+    cid, pid = node.plugin()
+    os.kill(pid, signal.SIGSTOP)
+    t = time.monotonic()
+    say(f"SIGSTOP to plugin pid {pid}: liveness probe every {lp['periodSeconds']} s, "
+        f"{lp['failureThreshold']} misses")
+
+    def restarted():
+        s = node.status()
+        return s if s["restartCount"] > restarts and "running" in s["state"] else None
+    # 3 misses (~30 s) + the pod's termination grace (a stopped process ignores SIGTERM: 30 s,
+    # then SIGKILL) + the crash-loop back-off after the previous test's restart
+    cs = wait_for(restarted, 240, "kubelet restarting the hung container")
+    secs = time.monotonic() - t
+    assert not os.path.exists(f"/proc/{pid}") or proc_status(f"/proc/{pid}/status")["State"].startswith("Z")
+    _, new_pid = wait_for(lambda: node.containerd.running_container("trousseau"), 60, "new container")
+    assert new_pid != pid
+    node.client.close_channel()
+    wait_ok(node.client, timeout=60)
+    say(f"hung plugin replaced after {secs:.0f} s: restartCount {restarts} -> {cs['restartCount']}, "
+        f"last state {cs['lastState'].get('terminated', {}).get('reason')} "
+        f"exit {cs['lastState'].get('terminated', {}).get('exitCode')}")
+    assert re.search(r'liveness probe|probeType="Liveness"', node.kubelet.log_text(), re.I), \
+        "kubelet's log says nothing of the liveness probe"
+
+
+def test_vault_down_does_not_restart_the_plugin(node, bao):
+    lp = probe("livenessProbe")
+    cs = wait_for(lambda: (lambda s: s if "running" in s["state"] else None)(node.status()), 60, "running")
+    restarts = cs["restartCount"]
+    _, pid = node.plugin()
+    wait_ok(node.client, timeout=60)
+    bao.stop()
+    try:
+        # several full liveness windows with Vault gone
+        window = lp["periodSeconds"] * lp["failureThreshold"] + 2 * lp["periodSeconds"]
+        t = time.monotonic()
+        wait_for(lambda: node.client.status().healthz != "ok", 60, "the plugin noticing Vault is gone")
+        while time.monotonic() - t < window:
+            assert livez() == 200, "/livez must not depend on Vault"
+            time.sleep(2)
+        cs = node.status()
+        assert cs["restartCount"] == restarts, cs
+        assert node.plugin()[1] == pid, "the same process is still serving"
+        say(f"OpenBao down for {time.monotonic() - t:.0f} s ({window} s = liveness window + 2 periods): "
+            f"/livez 200 throughout, restartCount stayed {restarts}")
+    finally:
+        bao.start()
+        bao.ensure_ready()
+    wait_ok(node.client, timeout=60)

@@ -296,6 +296,10 @@ class Kubelet:
                         return cs
         return None
 
+    def log_text(self) -> str:
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
     def log_tail(self, n: int = 60) -> str:
         try:
             with open(self.log, errors="replace") as f:
