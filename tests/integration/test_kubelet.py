@@ -36,7 +36,7 @@ import yaml
 
 from itlib import image as imagelib
 from itlib import inject
-from itlib.kubelet import Containerd, Kubelet, build_pause_image, go_build_kubelet, wait_for
+from itlib.kubelet import Containerd, can_lower_oom_score_adj, Kubelet, build_pause_image, go_build_kubelet, wait_for
 from itlib.openbao import PLUGIN_GID, PLUGIN_UID, free_port
 from itlib.plugin import Plugin
 from test_core import vault_decrypt, wait_ok
@@ -115,13 +115,17 @@ def write_plugin_config(etc: str, openbao, pki) -> None:
     cfg["vault"]["addresses"] = [openbao.addr]
     cfg["vault"]["transit"] = {"mount": openbao.mount, "key": openbao.key}
     cfg["status"] = {"refresh_period": "2s", "stale_after": "6s"}
+    # The manifest starts the plugin as uid 0 with no CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, so
+    # at start uid 0 reads these through the file's group, and uid 65532 re-reads them later as
+    # their owner: 65532:0 and 0640 for the secrets (65532:65532 0600 fails at start with
+    # "cannot open /etc/trousseau/client-key.pem: Permission denied").
     for src, name, mode in ((pki.ca_file, "vault-ca.pem", 0o644),
                             (pki.client_cert_file, "client.pem", 0o644),
-                            (pki.client_key_file, "client-key.pem", 0o600),
-                            (openbao.token_file, "token", 0o600)):
+                            (pki.client_key_file, "client-key.pem", 0o640),
+                            (openbao.token_file, "token", 0o640)):
         dst = os.path.join(etc, name)
         shutil.copyfile(src, dst)
-        os.chown(dst, PLUGIN_UID, PLUGIN_GID)
+        os.chown(dst, PLUGIN_UID, 0)
         os.chmod(dst, mode)
     with open(os.path.join(etc, "config.yaml"), "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
@@ -202,7 +206,9 @@ def node(plugin_bin, it_dir, openbao, pki, kms):
         timings["kubelet start to plugin serving"] = time.monotonic() - t
         say("runtime level: 1 (kubelet " + "v1.37.2 standalone, containerd "
             + subprocess.run(["containerd", "--version"], capture_output=True, text=True).stdout.split()[2]
-            + ", runc from Debian): kubelet runs here with failCgroupV1: false and cgroupDriver: cgroupfs")
+            + ", runc from Debian): kubelet runs here with failCgroupV1: false and cgroupDriver: cgroupfs"
+            + ("; containerd restrict_oom_score_adj (this machine gives root no CAP_SYS_RESOURCE)"
+               if not can_lower_oom_score_adj() else ""))
         say(f"image {img.ref} {img.digest}, archive {img.size} bytes")
         yield Node(work, cd, kl, img, kms_dir, client, timings)
     finally:

@@ -125,6 +125,13 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.5):
     raise TimeoutError(f"{what}: not within {timeout:.0f} s" + (f" (last error: {last})" if last else ""))
 
 
+def can_lower_oom_score_adj() -> bool:
+    """Whether this process may lower oom_score_adj (needs CAP_SYS_RESOURCE)."""
+    with open("/proc/self/status") as f:
+        eff = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+    return bool(eff & (1 << 24))
+
+
 class Containerd:
     def __init__(self, work: str):
         self.work = work
@@ -136,6 +143,7 @@ class Containerd:
     def start(self, timeout: float = 60.0) -> None:
         os.makedirs(self.work, exist_ok=True)
         w = self.work
+        restrict_oom = not can_lower_oom_score_adj()
         with open(self.config, "w") as f:
             f.write(f"""version = 2
 root = "{w}/root"
@@ -155,6 +163,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_REF}"
   enable_selinux = false
+  # This machine withholds CAP_SYS_RESOURCE even from root, so no process may lower its
+  # oom_score_adj: the sandbox's -998 and a critical pod's -997 make runc fail ("failed to
+  # update /proc/self/oom_score_adj: Permission denied"). Clamp them to containerd's own (the
+  # setting exists for rootless containerd). Nothing else of the pod changes.
+  restrict_oom_score_adj = {"true" if restrict_oom else "false"}
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
