@@ -64,6 +64,16 @@ def proc_status(path: str) -> dict[str, str]:
     return out
 
 
+def unmount_under(path: str) -> None:
+    """kubelet bind-mounts its root dir onto itself and containerd mounts a sandbox's /dev/shm
+    under its state dir; take down whatever is left below path, deepest first."""
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f]
+    points = [p.replace("\\040", " ") for p in points if p == path or p.startswith(path + "/")]
+    for p in sorted(set(points), key=len, reverse=True):
+        subprocess.run(["umount", "-l", p], capture_output=True)
+
+
 def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -215,9 +225,15 @@ def node(plugin_bin, it_dir, openbao, pki, kms):
         t = time.monotonic()
         if manifest_file and os.path.exists(manifest_file):
             os.unlink(manifest_file)
+            # kubelet stops the pod itself (SIGTERM; the plugin exits 0 and removes its socket)
+            try:
+                wait_for(lambda: not cd.tasks(), 60, "kubelet stopping the pod")
+            except TimeoutError as e:
+                say(f"teardown: {e}")
         if kl is not None:
             kl.stop()
         cd.stop()
+        unmount_under(work)
         timings["teardown"] = time.monotonic() - t
         say("times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
