@@ -86,14 +86,17 @@ absl::StatusOr<SocketPlan> PrepareSocketPath(const std::string& path) {
 absl::Status SecureSocket(const std::string& path, const SocketPlan& plan, mode_t mode,
                           std::optional<gid_t> group, std::optional<uid_t> owner,
                           std::optional<gid_t> owner_group) {
+  // The mode first, while the socket is still ours: in the static pod the plugin runs as uid 0
+  // with CAP_CHOWN but without CAP_FOWNER, so once the socket belongs to 65532 uid 0 may no
+  // longer chmod it (EPERM; found by tests/integration/test_kubelet.py).
+  if (::chmod(path.c_str(), mode) != 0) {
+    return absl::FailedPreconditionError("cannot set mode of socket " + path + ": " + Errno(errno));
+  }
   if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0) {
     return absl::FailedPreconditionError("cannot set group of socket " + path + ": " + Errno(errno));
   }
   if (owner && ::chown(path.c_str(), *owner, static_cast<gid_t>(-1)) != 0) {
     return absl::FailedPreconditionError("cannot set owner of socket " + path + ": " + Errno(errno));
-  }
-  if (::chmod(path.c_str(), mode) != 0) {
-    return absl::FailedPreconditionError("cannot set mode of socket " + path + ": " + Errno(errno));
   }
   if (plan.created_directory && owner) {
     const std::string dir = ParentOf(path);
