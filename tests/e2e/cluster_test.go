@@ -141,7 +141,7 @@ resources:
 
 // startAPIServer starts kube-apiserver on a random loopback port against etcdURL and
 // waits for /readyz. Everything that could reach off the machine is loopback or off.
-func startAPIServer(t *testing.T, bin, dir, name, etcdURL, encConfig string, p *pki, timeout time.Duration) *apiServer {
+func startAPIServer(t *testing.T, bin, dir, name, etcdURL string, encFlags []string, p *pki, timeout time.Duration) *apiServer {
 	t.Helper()
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(p.caPEM) {
@@ -163,7 +163,6 @@ func startAPIServer(t *testing.T, bin, dir, name, etcdURL, encConfig string, p *
 			"--advertise-address=127.0.0.1",
 			"--secure-port=" + strconv.Itoa(port),
 			"--etcd-servers=" + etcdURL,
-			"--encryption-provider-config=" + encConfig,
 			"--tls-cert-file=" + p.serverCertFile,
 			"--tls-private-key-file=" + p.serverKeyFile,
 			"--client-ca-file=" + p.caFile,
@@ -180,6 +179,7 @@ func startAPIServer(t *testing.T, bin, dir, name, etcdURL, encConfig string, p *
 			"--logging-format=text",
 			"--v=" + envOr("TROUSSEAU_E2E_APISERVER_V", "2"),
 		}
+		args = append(args, encFlags...) // from the kubeadm-rendered pod
 		pr := startProc(t, name, filepath.Join(dir, name+".log"), bin, args...)
 		url := fmt.Sprintf("https://127.0.0.1:%d", port)
 		err := waitHTTP(pr, url+"/readyz", httpc, timeout, func(code int, body string) bool {

@@ -197,12 +197,24 @@ func TestKubeAPIServerEncryptsSecretsThroughTrousseau(t *testing.T) {
 
 	// ---- b. kube-apiserver with the KMS v2 EncryptionConfiguration ----
 	p := makePKI(t, filepath.Join(dir, "pki"))
-	encCfg := filepath.Join(dir, "encryption-config.yaml")
-	writeEncryptionConfig(t, encCfg, providerName, env.socket)
+	// The encryption flags and the EncryptionConfiguration's path come from the kube-apiserver
+	// static pod that kubeadm renders with the shipped patch (kubeadm_test.go): a broken
+	// patch fails here too. The file is written where the pod's hostPath volume puts it.
+	wiring, err := encryptionWiringFrom(renderPatched(t, kubeadmBin(t), dir), filepath.Join(dir, "host"),
+		readShipped(t, "encryption-config.yaml"))
+	if err != nil {
+		t.Fatalf("kube-apiserver wiring rendered by kubeadm --patches manifests/kubeadm: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(wiring.hostFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	encFlags := wiring.flags
+	writeEncryptionConfig(t, wiring.hostFile, providerName, env.socket)
+	t.Logf("step b: from the kubeadm-rendered pod: %s (host file %s)", strings.Join(encFlags, " "), wiring.podPath)
 	t.Logf("step b: EncryptionConfiguration: secrets -> kms v2 %q at unix://%s (timeout 3s), then identity", providerName, env.socket)
 	t.Logf("step b: starting kube-apiserver #1 (%s), client-certificate auth (CA generated), RBAC", env.apiserverBin)
 	t0 = time.Now()
-	api := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-1", et.clientURL, encCfg, p, env.startTimeout)
+	api := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-1", et.clientURL, encFlags, p, env.startTimeout)
 	t.Logf("step b: kube-apiserver #1 ready at %s after %s", api.url, time.Since(t0).Round(time.Millisecond))
 	checkKMSHealth(t, api)
 	calls0 := api.kmsCalls(t)
@@ -352,7 +364,7 @@ func TestKubeAPIServerEncryptsSecretsThroughTrousseau(t *testing.T) {
 	api.stop(t, 60*time.Second)
 	t.Logf("step e: starting kube-apiserver #2 against the same etcd")
 	t0 = time.Now()
-	api2 := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-2", et.clientURL, encCfg, p, env.startTimeout)
+	api2 := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-2", et.clientURL, encFlags, p, env.startTimeout)
 	t.Logf("step e: kube-apiserver #2 ready at %s after %s", api2.url, time.Since(t0).Round(time.Millisecond))
 	checkKMSHealth(t, api2)
 	atReady := api2.kmsCalls(t)
