@@ -121,19 +121,31 @@ type apiServer struct {
 
 func writeEncryptionConfig(t *testing.T, path, providerName, socket string) {
 	t.Helper()
-	cfg := fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+	writeEncryptionProviders(t, path, kmsProvider(providerName, socket), identityProvider)
+}
+
+// identityProvider and kmsProvider are entries of the providers list, in order of use: the
+// first one writes, every one is tried for reads.
+const identityProvider = "      - identity: {}\n"
+
+func kmsProvider(providerName, socket string) string {
+	return fmt.Sprintf(`      - kms:
+          apiVersion: v2
+          name: %s
+          endpoint: unix://%s
+          timeout: 3s
+`, providerName, socket)
+}
+
+func writeEncryptionProviders(t *testing.T, path string, providers ...string) {
+	t.Helper()
+	cfg := `apiVersion: apiserver.config.k8s.io/v1
 kind: EncryptionConfiguration
 resources:
   - resources:
       - secrets
     providers:
-      - kms:
-          apiVersion: v2
-          name: %s
-          endpoint: unix://%s
-          timeout: 3s
-      - identity: {}
-`, providerName, socket)
+` + strings.Join(providers, "")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("write %s: %v", path, err)
 	}
