@@ -232,3 +232,35 @@ def test_a_broken_unit_fails_the_check(package, tmp_path, mutation):
     problems = unit_problems(text.replace(old, new), os.path.join(root, BIN), str(tmp_path))
     print(f"\n[package] {mutation[0]}: {problems[0] if problems else 'NOT CAUGHT'}")
     assert problems, f"{mutation[0]} passed the unit check"
+
+
+def test_packaged_binary_serves_as_the_unit_runs_it(package, plugin_factory, it_dir):
+    """The packaged binary started the way trousseau.service starts it: uid/gid 65532 from the
+    start, no supplementary groups, empty capability sets and bounding set, no_new_privs
+    (setpriv stands in for systemd's User=, CapabilityBoundingSet= and NoNewPrivileges=). The
+    plugin then skips its own drop, verifies it, loads its seccomp filter and serves."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to start the plugin as 65532")
+    _, root = package
+    binary = os.path.join(it_dir, "trousseau-packaged")
+    shutil.copy(os.path.join(root, BIN), binary)
+    os.chmod(binary, 0o755)
+    wrapper = os.path.join(it_dir, "as-the-unit")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec setpriv --reuid=65532 --regid=65532 --clear-groups "
+                f"--inh-caps=-all --bounding-set=-all --no-new-privs -- {binary} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    plugin_factory.binary = wrapper
+    pl = plugin_factory.start()
+    seed = os.urandom(32)
+    ct = pl.encrypt(seed)
+    assert pl.decrypt(ct.ciphertext, key_id=ct.key_id).plaintext == seed
+    st = os.stat(pl.socket_path)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65532, 65532, 0o600)
+    status = dict(line.split(":", 1) for line in open(f"/proc/{pl.proc.pid}/status").read().splitlines())
+    assert status["Uid"].split() == ["65532"] * 4 and status["Gid"].split() == ["65532"] * 4
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[cap], 16) == 0, (cap, status[cap])
+    assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+    log = pl.output_text()
+    assert "uid=65532" in log and "caps=none" in log, log[-2000:]
