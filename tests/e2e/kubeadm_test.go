@@ -1,13 +1,17 @@
 package e2e
 
 // kubeadm itself (cmd/kubeadm, the same k8s.io/kubernetes module as kube-apiserver) renders
-// the kube-apiserver static pod offline, three ways:
+// the kube-apiserver static pod offline, five ways:
 //
-//	base    ClusterConfiguration with nothing of ours
-//	patch   base + `--patches manifests/kubeadm` (kube-apiserver+json.yaml)
-//	config  manifests/kubeadm/cluster-configuration.yaml (+ kubernetesVersion)
+//	base         --config: InitConfiguration + ClusterConfiguration with nothing of ours
+//	patch        base + InitConfiguration.patches.directory: manifests/kubeadm
+//	config       manifests/kubeadm/cluster-configuration.yaml (+ kubernetesVersion) as the
+//	             ClusterConfiguration
+//	base-flags   no config file: --kubernetes-version --apiserver-advertise-address
+//	patch-flags  base-flags + --patches manifests/kubeadm
 //
-// and the test diffs them: both shipped forms add exactly the encryption flags, the two
+// (kubeadm refuses `--config` together with `--patches`: with a config file the patches
+// directory goes into the InitConfiguration/JoinConfiguration.) The test diffs them: both shipped forms add exactly the encryption flags, the two
 // volumes and the two mounts, and leave every flag, volume, mount and other field kubeadm
 // generates untouched. TestKubeAPIServerEncryptsSecretsThroughTrousseau starts kube-apiserver
 // with the encryption flags taken from the rendered `patch` pod (encryptionWiringFrom).
@@ -43,8 +47,9 @@ const (
 
 // initConfiguration pins everything kubeadm would otherwise look up on this machine or
 // online: the advertise address (no interface probing), the node name (no hostname) and
-// the CRI socket (no runtime detection).
-const initConfiguration = `apiVersion: kubeadm.k8s.io/v1beta4
+// the CRI socket (no runtime detection); patches, when not empty, is the patches directory.
+func initConfiguration(patches string) string {
+	s := `apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
 localAPIEndpoint:
   advertiseAddress: ` + renderAdvertise + `
@@ -53,6 +58,14 @@ nodeRegistration:
   name: cp-1
   criSocket: unix:///run/containerd/containerd.sock
 `
+	if patches != "" {
+		s += "patches:\n  directory: " + patches + "\n"
+	}
+	return s
+}
+
+// renderFlags is the no-config-file form: what kubeadm needs on the command line instead.
+var renderFlags = []string{"--kubernetes-version", renderK8sVersion, "--apiserver-advertise-address", renderAdvertise}
 
 const baseClusterConfiguration = `apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
@@ -72,22 +85,22 @@ func kubeadmBin(t *testing.T) string {
 }
 
 // renderAPIServer runs `kubeadm init phase control-plane apiserver --dry-run` with the given
-// ClusterConfiguration (and patches directory, if any) and returns the rendered Pod,
-// strictly decoded.
-func renderAPIServer(t *testing.T, bin, dir, name, clusterConfig, patches string) (*corev1.Pod, []byte) {
+// kubeadm config file contents (written to a file and passed as --config), or, when config
+// is empty, with args alone, and returns the rendered Pod, strictly decoded.
+func renderAPIServer(t *testing.T, bin, dir, name, config string, args ...string) (*corev1.Pod, []byte) {
 	t.Helper()
 	work := filepath.Join(dir, "kubeadm-"+name)
 	out := filepath.Join(work, "out")
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(work, "kubeadm.yaml")
-	if err := os.WriteFile(cfg, []byte(initConfiguration+"---\n"+clusterConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"init", "phase", "control-plane", "apiserver", "--config", cfg, "--dry-run"}
-	if patches != "" {
-		args = append(args, "--patches", patches)
+	args = append([]string{"init", "phase", "control-plane", "apiserver", "--dry-run"}, args...)
+	if config != "" {
+		cfg := filepath.Join(work, "kubeadm.yaml")
+		if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config", cfg)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "KUBEADM_INIT_DRYRUN_DIR="+out)
@@ -117,15 +130,17 @@ func renderAPIServer(t *testing.T, bin, dir, name, clusterConfig, patches string
 	if err != nil {
 		t.Fatalf("rendered kube-apiserver manifest (%s) does not decode strictly: %v\n%s", name, err, raw)
 	}
-	t.Logf("kubeadm rendered the kube-apiserver static pod (%s) in %s", name, time.Since(t0).Round(time.Millisecond))
+	t.Logf("kubeadm %s: rendered in %s", strings.Join(args, " "), time.Since(t0).Round(time.Millisecond))
 	return obj.(*corev1.Pod), raw
 }
 
-// renderPatched renders the kube-apiserver pod with the shipped patch directory.
+func shippedPatches(t *testing.T) string { return filepath.Join(repoRoot(t), "manifests", "kubeadm") }
+
+// renderPatched renders the kube-apiserver pod from a kubeadm config whose
+// InitConfiguration names the shipped patch directory.
 func renderPatched(t *testing.T, bin, dir string) *corev1.Pod {
 	t.Helper()
-	pod, _ := renderAPIServer(t, bin, dir, "patch", baseClusterConfiguration,
-		filepath.Join(repoRoot(t), "manifests", "kubeadm"))
+	pod, _ := renderAPIServer(t, bin, dir, "patch", initConfiguration(shippedPatches(t))+"---\n"+baseClusterConfiguration)
 	return pod
 }
 
@@ -432,9 +447,11 @@ func readShipped(t *testing.T, rel string) []byte {
 func TestKubeadmRendersTheEncryptionWiring(t *testing.T) {
 	bin := kubeadmBin(t)
 	dir := t.TempDir()
-	base, _ := renderAPIServer(t, bin, dir, "base", baseClusterConfiguration, "")
+	base, _ := renderAPIServer(t, bin, dir, "base", initConfiguration("")+"---\n"+baseClusterConfiguration)
 	patched := renderPatched(t, bin, dir)
-	viaConfig, _ := renderAPIServer(t, bin, dir, "config", shippedClusterConfiguration(t), "")
+	viaConfig, _ := renderAPIServer(t, bin, dir, "config", initConfiguration("")+"---\n"+shippedClusterConfiguration(t))
+	baseFlags, _ := renderAPIServer(t, bin, dir, "base-flags", "", renderFlags...)
+	patchedFlags, _ := renderAPIServer(t, bin, dir, "patch-flags", "", append(renderFlags, "--patches", shippedPatches(t))...)
 
 	bc, _ := apiserverContainer(base)
 	if len(bc.Command) < 20 || !strings.Contains(strings.Join(bc.Command, " "), "--advertise-address="+renderAdvertise) {
@@ -447,8 +464,16 @@ func TestKubeadmRendersTheEncryptionWiring(t *testing.T) {
 	}
 	t.Logf("base: %d kube-apiserver flags, %d volumes, image %s", len(bc.Command)-1, len(base.Spec.Volumes), bc.Image)
 
-	for name, pod := range map[string]*corev1.Pod{"--patches manifests/kubeadm": patched, "cluster-configuration.yaml": viaConfig} {
-		d, err := diffRender(base, pod)
+	for _, c := range []struct {
+		name          string
+		base, patched *corev1.Pod
+	}{
+		{"InitConfiguration patches.directory: manifests/kubeadm", base, patched},
+		{"cluster-configuration.yaml", base, viaConfig},
+		{"--patches manifests/kubeadm (no config file)", baseFlags, patchedFlags},
+	} {
+		name := c.name
+		d, err := diffRender(c.base, c.patched)
 		if err != nil {
 			t.Errorf("%s touched what kubeadm generates: %v", name, err)
 			continue
@@ -488,7 +513,7 @@ func TestKubeadmRendersTheEncryptionWiring(t *testing.T) {
 func TestKubeadmRenderDiffCatchesABadPatch(t *testing.T) {
 	bin := kubeadmBin(t)
 	dir := t.TempDir()
-	base, _ := renderAPIServer(t, bin, dir, "base", baseClusterConfiguration, "")
+	base, _ := renderAPIServer(t, bin, dir, "base", initConfiguration("")+"---\n"+baseClusterConfiguration)
 	bad := filepath.Join(dir, "bad-patches")
 	if err := os.MkdirAll(bad, 0o700); err != nil {
 		t.Fatal(err)
@@ -499,7 +524,7 @@ func TestKubeadmRenderDiffCatchesABadPatch(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bad, "kube-apiserver+json.yaml"), []byte(patch), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := renderAPIServer(t, bin, dir, "bad-patch", baseClusterConfiguration, bad)
+	got, _ := renderAPIServer(t, bin, dir, "bad-patch", initConfiguration(bad)+"---\n"+baseClusterConfiguration)
 	_, err := diffRender(base, got)
 	if err == nil {
 		t.Fatal("a patch that rewrites --advertise-address and drops a volume passed the diff")
