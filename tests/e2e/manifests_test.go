@@ -21,6 +21,7 @@ import (
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	apiserverv1 "k8s.io/apiserver/pkg/apis/apiserver/v1"
 	kubeadmv1beta4 "k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/v1beta4"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -52,11 +53,11 @@ func strictDecode(data []byte, want schema.GroupVersionKind) (runtime.Object, er
 	ser := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, strictScheme, strictScheme,
 		kjson.SerializerOptions{Yaml: true, Strict: true})
 	obj, gvk, err := ser.Decode(data, nil, nil)
+	if gvk != nil && *gvk != want {
+		return nil, fmt.Errorf("decoded as %s, want %s", gvk, want)
+	}
 	if err != nil {
 		return nil, err // strict errors come back here too (runtime.IsStrictDecodingError)
-	}
-	if *gvk != want {
-		return nil, fmt.Errorf("decoded as %s, want %s", gvk, want)
 	}
 	return obj, nil
 }
@@ -69,15 +70,15 @@ type jsonPatchOp struct {
 	From  string          `json:"from,omitempty"`
 }
 
-// strictJSONInto decodes raw into out, rejecting unknown fields.
+// strictJSONInto decodes raw into out as Kubernetes does (sigs.k8s.io/json: field names are
+// case-sensitive), rejecting unknown and duplicate fields.
 func strictJSONInto(raw []byte, out any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(out); err != nil {
+	strict, err := sigsjson.UnmarshalStrict(raw, out)
+	if err != nil {
 		return err
 	}
-	if dec.More() {
-		return fmt.Errorf("trailing data after the value")
+	if len(strict) > 0 {
+		return fmt.Errorf("%v", strict)
 	}
 	return nil
 }
@@ -86,7 +87,11 @@ func strictJSONInto(raw []byte, out any) error {
 // operations whose values strictly decode to the type at their path in a Pod.
 func checkAPIServerPatch(data []byte) error {
 	var ops []jsonPatchOp
-	if err := yaml.UnmarshalStrict(data, &ops); err != nil {
+	js, err := yaml.YAMLToJSONStrict(data) // duplicate keys are errors
+	if err == nil {
+		err = strictJSONInto(js, &ops)
+	}
+	if err != nil {
 		return fmt.Errorf("not a JSON patch: %w", err)
 	}
 	if len(ops) == 0 {
@@ -209,18 +214,20 @@ func TestStrictDecodingRejectsBrokenManifests(t *testing.T) {
 		{"pod: misspelt key (case matters)", "trousseau.yaml",
 			"hostNetwork: true", "hostnetwork: true", "unknown field"},
 		{"pod: duplicated key", "trousseau.yaml",
-			"enableServiceLinks: false", "enableServiceLinks: false\n  enableServiceLinks: true", "duplicate field"},
+			"enableServiceLinks: false", "enableServiceLinks: false\n  enableServiceLinks: true", "already set"},
 		{"pod: wrong type", "trousseau.yaml",
 			"priorityClassName: system-node-critical", "priorityClassName: [system-node-critical]", "cannot unmarshal"},
 		{"pod: wrong kind for the file", "trousseau.yaml",
 			"kind: Pod", "kind: Service", "decoded as"},
 		{"EncryptionConfiguration: unknown provider field", "encryption-config.yaml",
-			"timeout: 3s", "timeout: 3s\n          cachesize: 1000", "unknown field"},
+			"timeout: 3s", "timeout: 3s\n          retries: 3", "unknown field"},
 		{"EncryptionConfiguration: v1 field misspelt", "encryption-config.yaml",
 			"endpoint: unix://", "endPoint: unix://", "unknown field"},
 		{"ClusterConfiguration: v1beta3 map form of extraArgs", "kubeadm/cluster-configuration.yaml",
-			"    - name: encryption-provider-config\n      value: /etc/kubernetes/enc/encryption-config.yaml\n",
-			"    encryption-provider-config: /etc/kubernetes/enc/encryption-config.yaml\n", "cannot unmarshal"},
+			"    - name: encryption-provider-config\n      value: /etc/kubernetes/enc/encryption-config.yaml\n" +
+				"    - name: encryption-provider-config-automatic-reload\n      value: \"true\"\n",
+			"    encryption-provider-config: /etc/kubernetes/enc/encryption-config.yaml\n" +
+				"    encryption-provider-config-automatic-reload: \"true\"\n", "cannot unmarshal"},
 		{"ClusterConfiguration: unknown volume field", "kubeadm/cluster-configuration.yaml",
 			"pathType: DirectoryOrCreate", "pathType: DirectoryOrCreate\n      type: Directory", "unknown field"},
 		{"patch: unknown field in a volumeMount", "kubeadm/kube-apiserver+json.yaml",
@@ -229,6 +236,8 @@ func TestStrictDecodingRejectsBrokenManifests(t *testing.T) {
 			"      type: DirectoryOrCreate", "      kind: DirectoryOrCreate", "unknown field"},
 		{"patch: an op that replaces", "kubeadm/kube-apiserver+json.yaml",
 			"- op: add\n  path: /spec/containers/0/command/-", "- op: replace\n  path: /spec/containers/0/command/1", "only appends"},
+		{"patch: duplicated key in a volume", "kubeadm/kube-apiserver+json.yaml",
+			"    name: trousseau-kmsplugin\n    hostPath:", "    name: trousseau-kmsplugin\n    name: other\n    hostPath:", "already set"},
 		{"patch: unknown op key", "kubeadm/kube-apiserver+json.yaml",
 			"- op: add\n  path: /spec/volumes/-", "- op: add\n  paht: /spec/volumes/-", "unknown field"},
 	}
