@@ -121,19 +121,31 @@ type apiServer struct {
 
 func writeEncryptionConfig(t *testing.T, path, providerName, socket string) {
 	t.Helper()
-	cfg := fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+	writeEncryptionProviders(t, path, kmsProvider(providerName, socket), identityProvider)
+}
+
+// identityProvider and kmsProvider are entries of the providers list, in order of use: the
+// first one writes, every one is tried for reads.
+const identityProvider = "      - identity: {}\n"
+
+func kmsProvider(providerName, socket string) string {
+	return fmt.Sprintf(`      - kms:
+          apiVersion: v2
+          name: %s
+          endpoint: unix://%s
+          timeout: 3s
+`, providerName, socket)
+}
+
+func writeEncryptionProviders(t *testing.T, path string, providers ...string) {
+	t.Helper()
+	cfg := `apiVersion: apiserver.config.k8s.io/v1
 kind: EncryptionConfiguration
 resources:
   - resources:
       - secrets
     providers:
-      - kms:
-          apiVersion: v2
-          name: %s
-          endpoint: unix://%s
-          timeout: 3s
-      - identity: {}
-`, providerName, socket)
+` + strings.Join(providers, "")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("write %s: %v", path, err)
 	}
@@ -141,7 +153,7 @@ resources:
 
 // startAPIServer starts kube-apiserver on a random loopback port against etcdURL and
 // waits for /readyz. Everything that could reach off the machine is loopback or off.
-func startAPIServer(t *testing.T, bin, dir, name, etcdURL, encConfig string, p *pki, timeout time.Duration) *apiServer {
+func startAPIServer(t *testing.T, bin, dir, name, etcdURL string, encFlags []string, p *pki, timeout time.Duration) *apiServer {
 	t.Helper()
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(p.caPEM) {
@@ -163,7 +175,6 @@ func startAPIServer(t *testing.T, bin, dir, name, etcdURL, encConfig string, p *
 			"--advertise-address=127.0.0.1",
 			"--secure-port=" + strconv.Itoa(port),
 			"--etcd-servers=" + etcdURL,
-			"--encryption-provider-config=" + encConfig,
 			"--tls-cert-file=" + p.serverCertFile,
 			"--tls-private-key-file=" + p.serverKeyFile,
 			"--client-ca-file=" + p.caFile,
@@ -180,6 +191,7 @@ func startAPIServer(t *testing.T, bin, dir, name, etcdURL, encConfig string, p *
 			"--logging-format=text",
 			"--v=" + envOr("TROUSSEAU_E2E_APISERVER_V", "2"),
 		}
+		args = append(args, encFlags...) // from the kubeadm-rendered pod
 		pr := startProc(t, name, filepath.Join(dir, name+".log"), bin, args...)
 		url := fmt.Sprintf("https://127.0.0.1:%d", port)
 		err := waitHTTP(pr, url+"/readyz", httpc, timeout, func(code int, body string) bool {

@@ -4,7 +4,7 @@
 //
 // Build the two binaries first (tests/integration/test_e2e.py does all of this):
 //
-//	go build -o bin/kube-apiserver ./cmd/kube-apiserver && go build -o bin/etcd ./cmd/etcd
+//	go build -o bin/kube-apiserver ./cmd/kube-apiserver && go build -o bin/etcd ./cmd/etcd && go build -o bin/kubeadm ./cmd/kubeadm
 //	TROUSSEAU_SOCKET=/path/plugin.sock TROUSSEAU_ROTATE_CMD='bao write -f transit/keys/kubernetes/rotate' \
 //	  go test ./... -count=1 -v -timeout 20m
 //
@@ -14,6 +14,8 @@
 //	TROUSSEAU_ROTATE_CMD           shell command (sh -c) that rotates the Transit key (required)
 //	TROUSSEAU_E2E_APISERVER_BIN    kube-apiserver binary (default bin/kube-apiserver)
 //	TROUSSEAU_E2E_ETCD_BIN         etcd binary (default bin/etcd)
+//	TROUSSEAU_E2E_KUBEADM_BIN      kubeadm binary (default bin/kubeadm): renders the kube-apiserver
+//	                               pod whose encryption flags this test uses (kubeadm_test.go)
 //	TROUSSEAU_E2E_START_TIMEOUT    per-process readiness bound (default 180s: a loaded 2-core box)
 //	TROUSSEAU_E2E_ROTATE_TIMEOUT   bound on seeing the new key_id after rotation (default 90s)
 //	TROUSSEAU_E2E_APISERVER_V      kube-apiserver log verbosity (default 2; 6 logs each DEK Decrypt)
@@ -197,12 +199,24 @@ func TestKubeAPIServerEncryptsSecretsThroughTrousseau(t *testing.T) {
 
 	// ---- b. kube-apiserver with the KMS v2 EncryptionConfiguration ----
 	p := makePKI(t, filepath.Join(dir, "pki"))
-	encCfg := filepath.Join(dir, "encryption-config.yaml")
-	writeEncryptionConfig(t, encCfg, providerName, env.socket)
+	// The encryption flags and the EncryptionConfiguration's path come from the kube-apiserver
+	// static pod that kubeadm renders with the shipped patch (kubeadm_test.go): a broken
+	// patch fails here too. The file is written where the pod's hostPath volume puts it.
+	wiring, err := encryptionWiringFrom(renderPatched(t, kubeadmBin(t), dir), filepath.Join(dir, "host"),
+		readShipped(t, "encryption-config.yaml"))
+	if err != nil {
+		t.Fatalf("kube-apiserver wiring rendered by kubeadm --patches manifests/kubeadm: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(wiring.hostFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	encFlags := wiring.flags
+	writeEncryptionConfig(t, wiring.hostFile, providerName, env.socket)
+	t.Logf("step b: from the kubeadm-rendered pod: %s (host file %s)", strings.Join(encFlags, " "), wiring.podPath)
 	t.Logf("step b: EncryptionConfiguration: secrets -> kms v2 %q at unix://%s (timeout 3s), then identity", providerName, env.socket)
 	t.Logf("step b: starting kube-apiserver #1 (%s), client-certificate auth (CA generated), RBAC", env.apiserverBin)
 	t0 = time.Now()
-	api := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-1", et.clientURL, encCfg, p, env.startTimeout)
+	api := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-1", et.clientURL, encFlags, p, env.startTimeout)
 	t.Logf("step b: kube-apiserver #1 ready at %s after %s", api.url, time.Since(t0).Round(time.Millisecond))
 	checkKMSHealth(t, api)
 	calls0 := api.kmsCalls(t)
@@ -352,7 +366,7 @@ func TestKubeAPIServerEncryptsSecretsThroughTrousseau(t *testing.T) {
 	api.stop(t, 60*time.Second)
 	t.Logf("step e: starting kube-apiserver #2 against the same etcd")
 	t0 = time.Now()
-	api2 := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-2", et.clientURL, encCfg, p, env.startTimeout)
+	api2 := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-2", et.clientURL, encFlags, p, env.startTimeout)
 	t.Logf("step e: kube-apiserver #2 ready at %s after %s", api2.url, time.Since(t0).Round(time.Millisecond))
 	checkKMSHealth(t, api2)
 	atReady := api2.kmsCalls(t)
@@ -381,10 +395,45 @@ func TestKubeAPIServerEncryptsSecretsThroughTrousseau(t *testing.T) {
 	}
 	readBack(api2, "step e (after one more write)")
 
-	// ---- f. stop kube-apiserver and etcd; the plugin is not ours to stop ----
+	// ---- f. roll back to identity as docs/deploy.md says: identity first (reads still go
+	//         through the plugin), rewrite every Secret, then identity only ----
 	api2.stop(t, 60*time.Second)
+	writeEncryptionProviders(t, wiring.hostFile, identityProvider, kmsProvider(providerName, env.socket))
+	t.Logf("step f: rollback: EncryptionConfiguration now identity first, kms %q second; starting kube-apiserver #3", providerName)
+	api3 := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-3", et.clientURL, encFlags, p, env.startTimeout)
+	readBack(api3, "step f (identity first)")
+	// what `kubectl get secrets -A -o json | kubectl replace -f -` does: read all, write back unchanged
+	all, err := api3.client.CoreV1().Secrets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("step f: list secrets: %v", err)
+	}
+	for i := range all.Items {
+		if _, err := api3.client.CoreV1().Secrets(all.Items[i].Namespace).Update(ctx, &all.Items[i], metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("step f: replace %s/%s: %v", all.Items[i].Namespace, all.Items[i].Name, err)
+		}
+	}
+	for name, v := range plain {
+		r, err := et.client.Get(ctx, "/registry/secrets/"+namespace+"/"+name)
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("step f: etcd get %s: %v", name, err)
+		}
+		if raw := r.Kvs[0].Value; bytes.HasPrefix(raw, []byte("k8s:enc:")) || !bytes.Contains(raw, []byte(v)) {
+			t.Fatalf("step f: after the rewrite %s is still not in clear in etcd (starts %q)", name, raw[:min(len(raw), 24)])
+		}
+	}
+	t.Logf("step f: rewrote %d Secrets unchanged; etcd now holds every one in clear (no k8s:enc: prefix)", len(all.Items))
+	api3.stop(t, 60*time.Second)
+	writeEncryptionProviders(t, wiring.hostFile, identityProvider)
+	api4 := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-4", et.clientURL, encFlags, p, env.startTimeout)
+	readBack(api4, "step f (identity only, kms provider removed)")
+	if c := api4.kmsCalls(t); len(c) != 0 {
+		t.Errorf("kube-apiserver #4 has no kms provider but counted KMS calls: %s", c)
+	}
+
+	// ---- g. stop kube-apiserver and etcd; the plugin is not ours to stop ----
+	api4.stop(t, 60*time.Second)
 	et.stop(t, 30*time.Second)
-	t.Logf("step f: kube-apiserver and etcd stopped; end-to-end run took %s", time.Since(testStart).Round(time.Second))
+	t.Logf("step g: kube-apiserver and etcd stopped; end-to-end run took %s", time.Since(testStart).Round(time.Second))
 }
 
 // checkKMSHealth asserts that the KMS health check is listed and ok, by its name.

@@ -2,9 +2,11 @@
 (tests/e2e: k8s.io/kubernetes and go.etcd.io/etcd/server/v3), store Secrets encrypted
 through the trousseau plugin that the harness starts against the session OpenBao.
 
-Builds tests/e2e/bin/kube-apiserver and tests/e2e/bin/etcd (a cold compile takes many
-minutes on a 2-core machine; the Go build cache makes later runs fast), then runs
-`go test` in tests/e2e with TROUSSEAU_SOCKET and TROUSSEAU_ROTATE_CMD.
+Builds tests/e2e/bin/kube-apiserver, tests/e2e/bin/etcd and tests/e2e/bin/kubeadm (a cold
+compile takes many minutes on a 2-core machine; the Go build cache makes later runs fast),
+then runs `go test` in tests/e2e with TROUSSEAU_SOCKET and TROUSSEAU_ROTATE_CMD: the
+end-to-end test (its kube-apiserver takes its encryption flags from the static pod kubeadm
+renders with manifests/kubeadm), the kubeadm render diff and the strict manifest checks.
 
 The `e2e` mark is not registered in pytest.ini (an unknown-mark warning, harmless);
 select or deselect this test with `-m e2e` / `-m "not e2e"` or `-m "not slow"`.
@@ -75,7 +77,7 @@ def test_kube_apiserver_and_etcd_end_to_end(plugin, bao):
     env["CGO_ENABLED"] = "0"
 
     os.makedirs(BIN_DIR, exist_ok=True)
-    for name in ("kube-apiserver", "etcd"):
+    for name in ("kube-apiserver", "etcd", "kubeadm"):
         with open("/proc/loadavg") as f:
             load = f.read().split()[:3]
         rc, out, secs = _run([go, "build", "-ldflags", VERSION_LDFLAGS,
@@ -90,6 +92,7 @@ def test_kube_apiserver_and_etcd_end_to_end(plugin, bao):
     env["TROUSSEAU_ROTATE_CMD"] = bao.rotate_cmd()
     env["TROUSSEAU_E2E_APISERVER_BIN"] = os.path.join(BIN_DIR, "kube-apiserver")
     env["TROUSSEAU_E2E_ETCD_BIN"] = os.path.join(BIN_DIR, "etcd")
+    env["TROUSSEAU_E2E_KUBEADM_BIN"] = os.path.join(BIN_DIR, "kubeadm")
     rc, out, secs = _run([go, "test", "./...", "-count=1", "-v", "-timeout", "20m"],
                          env, TEST_TIMEOUT, "go test (tests/e2e)")
     out = out.replace(bao.root_token, "<root-token>")
