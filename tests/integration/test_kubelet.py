@@ -125,17 +125,16 @@ def write_plugin_config(etc: str, openbao, pki) -> None:
     cfg["vault"]["addresses"] = [openbao.addr]
     cfg["vault"]["transit"] = {"mount": openbao.mount, "key": openbao.key}
     cfg["status"] = {"refresh_period": "2s", "stale_after": "6s"}
-    # The manifest starts the plugin as uid 0 with no CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, so
-    # at start uid 0 reads these through the file's group, and uid 65532 re-reads them later as
-    # their owner: 65532:0 and 0640 for the secrets (65532:65532 0600 fails at start with
-    # "cannot open /etc/trousseau/client-key.pem: Permission denied").
+    # As docs/deploy.md installs them: the secrets 65532:65532 0600. The manifest's uid 0 reads
+    # them at start through CAP_DAC_READ_SEARCH (it has no CAP_DAC_OVERRIDE); uid 65532 re-reads
+    # them later as their owner.
     for src, name, mode in ((pki.ca_file, "vault-ca.pem", 0o644),
                             (pki.client_cert_file, "client.pem", 0o644),
-                            (pki.client_key_file, "client-key.pem", 0o640),
-                            (openbao.token_file, "token", 0o640)):
+                            (pki.client_key_file, "client-key.pem", 0o600),
+                            (openbao.token_file, "token", 0o600)):
         dst = os.path.join(etc, name)
         shutil.copyfile(src, dst)
-        os.chown(dst, PLUGIN_UID, 0)
+        os.chown(dst, PLUGIN_UID, PLUGIN_GID if mode == 0o600 else 0)
         os.chmod(dst, mode)
     with open(os.path.join(etc, "config.yaml"), "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
