@@ -15,7 +15,10 @@ build cache makes that a link at most).
 from __future__ import annotations
 
 import os
+import threading
+import time
 
+import grpc
 import pytest
 
 from itlib.cluster import OpenBaoCluster
@@ -66,6 +69,79 @@ def assert_go_test_passed(rc: int, out: str, name: str, *secrets: str) -> None:
     assert f"--- PASS: {name} " in out, f"{name} did not run and pass; output above"
 
 
+class DirectLoad:
+    """Encrypt+Decrypt round trips straight on each plugin's socket, from the start of the Go
+    test until 15 s after an OpenBao node dies (the Go test kills the active one and keeps its
+    writers going for 20 s; stopping earlier keeps this load out of its cold-start Decrypt
+    counts). kube-apiserver writes reuse a cached DEK seed and call no KMS method, so this is
+    what makes the plugins' Vault path work through the failover."""
+
+    def __init__(self, plugins, nodes):
+        self.plugins, self.nodes = plugins, nodes
+        self.stop = threading.Event()
+        self.killed_at: float | None = None
+        self.results: dict[str, list[tuple[float, float, str | None]]] = {}
+        self.threads = [threading.Thread(target=self._run, args=(pl,), daemon=True)
+                        for pl in plugins]
+        self.threads.append(threading.Thread(target=self._watch, daemon=True))
+
+    def _watch(self):
+        while not self.stop.is_set():
+            if self.killed_at is None and any(n.proc.poll() is not None for n in self.nodes):
+                self.killed_at = time.monotonic()
+            if self.killed_at is not None and time.monotonic() > self.killed_at + 15:
+                self.stop.set()
+            time.sleep(0.05)
+
+    def _run(self, pl):
+        res = self.results.setdefault(pl.name, [])
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            err = None
+            try:
+                seed = os.urandom(32)
+                enc = pl.encrypt(seed, uid="e2e-ha-load", timeout=6.0)
+                dec = pl.decrypt(enc.ciphertext, key_id=enc.key_id,
+                                 annotations=dict(enc.annotations), uid="e2e-ha-load", timeout=6.0)
+                if dec.plaintext != seed:
+                    err = "decrypt returned a different plaintext"
+            except grpc.RpcError as e:
+                err = f"{e.code().name}: {e.details()}"
+            res.append((t0, time.monotonic(), err))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        for th in self.threads:
+            th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for th in self.threads:
+            th.join(timeout=15)
+
+    def report(self) -> tuple[int, int, int, float, list[str]]:
+        """(total, failed, after the kill, longest failing window in s, first errors)."""
+        total = failed = after_kill = 0
+        longest = 0.0
+        errors: list[str] = []
+        for name, res in self.results.items():
+            fail_start = None
+            for t0, t1, err in res:
+                total += 1
+                if self.killed_at is not None and t0 >= self.killed_at:
+                    after_kill += 1
+                if err is None:
+                    fail_start = None
+                    continue
+                failed += 1
+                if len(errors) < 5:
+                    errors.append(f"{name}: {err}")
+                fail_start = t0 if fail_start is None else fail_start
+                longest = max(longest, t1 - fail_start)
+        return total, failed, after_kill, longest, errors
+
+
 @pytest.fixture(scope="module")
 def e2e_cluster(it_dir, pki):
     c = OpenBaoCluster(it_dir, pki, name="e2e-ha")
@@ -107,9 +183,20 @@ def test_ha_control_plane_two_apiservers_two_plugins_openbao_raft(e2e_cluster, h
                                           c.pki.client_key_file]),
         "TROUSSEAU_ROTATE_CMD": active.rotate_cmd(),
     })
-    rc, out, secs = _run([go, "test", "-run", "^TestHAControlPlane$", "-count=1", "-v",
-                          "-timeout", "12m", "."], env, HA_TEST_TIMEOUT, "go test TestHAControlPlane")
+    with DirectLoad(plugins, c.nodes) as load:
+        rc, out, secs = _run([go, "test", "-run", "^TestHAControlPlane$", "-count=1", "-v",
+                              "-timeout", "12m", "."], env, HA_TEST_TIMEOUT,
+                             "go test TestHAControlPlane")
     assert_go_test_passed(rc, out, "TestHAControlPlane", c.root_token, c.plugin_token)
     print(f"[e2e-ha] go test: {secs:.0f} s")
+    total, failed, after_kill, longest, errors = load.report()
+    print(f"[e2e-ha] HA-NUMBER direct plugin load (Encrypt+Decrypt on both sockets): {total} round "
+          f"trips, {after_kill} after the kill, {failed} failed, longest failing window "
+          f"{longest:.1f} s" + (f"; first errors: {errors}" if errors else ""))
+    assert load.killed_at is not None, "no OpenBao node was killed"
+    assert after_kill >= 20, f"only {after_kill} round trips after the kill: the load did not run"
+    # the plugin's Vault timeout is 5 s and it fails over between addresses: a failing window
+    # longer than kube-apiserver's 3 s KMS timeout plus one retry would be a real outage
+    assert longest <= 10.0, f"round trips failed for {longest:.1f} s in a row: {errors}"
     for pl in plugins:
         assert pl.running(), f"{pl.name} died during the HA run"

@@ -104,6 +104,8 @@ def test_kubernetes_auth_against_a_real_kube_apiserver_token_review(plugin, plug
             {"method": "kubernetes", "mount": MOUNT, "role": ROLE, "jwt_file": bad}))
         st = healthz_failure(pl2, f"vault auth kubernetes (mount {MOUNT})", timeout=30)
         assert "login refused" in st.healthz, st.healthz
+        # refused for its identity (the role's bound SA names), not as a malformed token
+        assert "service account name not authorized" in st.healthz, st.healthz
         print(f"[e2e-tokenreview] intruder SA refused; Status healthz: {st.healthz!r}")
         assert_no_secret_in_output(pl2, *secrets)
         # the healthy plugin is unaffected
