@@ -69,6 +69,7 @@ struct Config {
   VaultConfig vault;
   StatusConfig status;
   LogLevel log_level = LogLevel::kInfo;
+  uint64_t log_queue_lines = 4096;  // log.queue_lines: lines buffered before new ones are dropped
   PrivilegesConfig privileges;
   SeccompMode seccomp = SeccompMode::kEnforce;
   bool wipe_freed_memory = true;  // hygiene.wipe_freed_memory: wipe every block the process frees
