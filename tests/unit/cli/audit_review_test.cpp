@@ -15,7 +15,7 @@ namespace {
 using Catch::Contains;
 using nlohmann::json;
 
-constexpr Micros kT0 = 1796150400LL * 1000000;  // 2026-12-01T20:00:00Z
+constexpr Micros kT0 = 1796155200LL * 1000000;  // 2026-12-01T20:00:00Z
 
 std::string Rec(Micros t, const std::string& op, const std::string& code, int64_t dur_us,
                 const std::string& key_id = "transit/kubernetes:v3", const std::string& api = "v2",
@@ -123,7 +123,7 @@ TEST_CASE("records written by log::Audit read back exactly, hostile uids include
   hostile.push_back('\x01');
   hostile.push_back('\x1f');
   hostile += "\"},{\"type\":\"audit\"}\n{";
-  for (const std::string* uid : {&big, &hostile}) {
+  for (const std::string* uid : std::vector<const std::string*>{&big, &hostile}) {
     log::AuditRecord a;
     a.api = "v2";
     a.operation = "decrypt";
