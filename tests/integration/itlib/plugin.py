@@ -65,6 +65,7 @@ class Plugin:
         self.stderr_file = os.path.join(workdir, f"{name}.err")
         self.socket_path = config.get("socket", {}).get("path", "")
         self.proc: subprocess.Popen | None = None
+        self.stderr_pipe = None  # the read end when spawned with stderr_pipe=True (nobody reads)
         self.returncode: int | None = None
         self._channel: grpc.Channel | None = None
         with open(self.config_file, "w") as f:
@@ -72,9 +73,11 @@ class Plugin:
         os.chmod(self.config_file, 0o644)
 
     # ---------------------------------------------------------------- process
-    def spawn(self) -> None:
+    def spawn(self, stderr_pipe: bool = False) -> None:
+        """Starts the process. With stderr_pipe, stderr is a pipe that nobody reads until the
+        test calls drain_stderr() (a stalled kubelet log reader)."""
         out = open(self.stdout_file, "wb")
-        err = open(self.stderr_file, "wb")
+        err = subprocess.PIPE if stderr_pipe else open(self.stderr_file, "wb")
         try:
             self.proc = subprocess.Popen(
                 [self.binary, "serve", "--config", self.config_file],
@@ -82,7 +85,31 @@ class Plugin:
                 start_new_session=True)
         finally:
             out.close()
-            err.close()
+            if not stderr_pipe:
+                err.close()
+        if stderr_pipe:
+            self.stderr_pipe = self.proc.stderr
+
+    def drain_stderr(self):
+        """Starts copying the stderr pipe to <name>.err in a thread; returns the thread (it
+        ends when the process closes its stderr)."""
+        import threading
+        assert self.stderr_pipe is not None, "spawned without stderr_pipe"
+        pipe = self.stderr_pipe
+
+        def copy() -> None:
+            with open(self.stderr_file, "ab") as f:
+                while True:
+                    chunk = pipe.read1(65536)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    f.flush()
+            pipe.close()
+
+        t = threading.Thread(target=copy, daemon=True)
+        t.start()
+        return t
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

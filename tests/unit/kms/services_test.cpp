@@ -232,6 +232,60 @@ TEST_CASE("v2 Decrypt passes ciphertext, key_id and annotations", "[kms][v2]") {
   CHECK(ann.at("a.example.com") == std::string("\x01\x02", 2));
 }
 
+TEST_CASE("audit records carry the schema, key version, Vault request id and a clipped uid",
+          "[kms][audit]") {
+  Server s;
+  fakes::LogCapture cap;
+  auto w = Wrapped(Ct(), "transit/kubernetes:v3");
+  w.vault_request_id = "enc-req-1";
+  s.keys.SetEncryptResult(w);
+  s.keys.SetDecryptResult("seed");
+  s.keys.SetDecryptRequestId("dec-req-2");
+  const std::string long_uid(5000, 'q');
+  {
+    grpc::ClientContext ctx;
+    ::v2::EncryptRequest req;
+    req.set_plaintext("seed");
+    req.set_uid(long_uid);
+    ::v2::EncryptResponse resp;
+    REQUIRE(s.v2_stub->Encrypt(&ctx, req, &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ::v2::DecryptRequest req;
+    req.set_ciphertext("vault:v2:" + std::string(60, 'A'));
+    req.set_key_id("transit/kubernetes:v2");
+    req.set_uid("uid-d");
+    ::v2::DecryptResponse resp;
+    REQUIRE(s.v2_stub->Decrypt(&ctx, req, &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ::v1beta1::DecryptRequest req;
+    req.set_version("v1beta1");
+    req.set_cipher("vault:v4:" + std::string(60, 'A'));
+    ::v1beta1::DecryptResponse resp;
+    REQUIRE(s.v1_stub->Decrypt(&ctx, req, &resp).ok());
+  }
+  s.server->Shutdown();
+  auto audits = Audits(cap);
+  REQUIRE(audits.size() == 3);
+  for (const auto& a : audits) CHECK(a["schema"] == "trousseau.audit/v1");
+  CHECK(audits[0]["op"] == "encrypt");
+  CHECK(audits[0]["vault_request_id"] == "enc-req-1");
+  CHECK(audits[0]["key_version"] == 3);
+  CHECK(audits[0]["uid"] == std::string(256, 'q'));
+  CHECK(audits[0]["uid_clipped"] == true);
+  CHECK(audits[0]["uid_bytes"] == 5000);
+  CHECK(audits[1]["op"] == "decrypt");
+  CHECK(audits[1]["vault_request_id"] == "dec-req-2");
+  CHECK(audits[1]["key_version"] == 2);  // from the ciphertext
+  CHECK(audits[1]["uid"] == "uid-d");
+  CHECK_FALSE(audits[1].contains("uid_clipped"));
+  CHECK(audits[2]["api"] == "v1beta1");
+  CHECK(audits[2]["key_version"] == 4);
+}
+
 TEST_CASE("v2 Decrypt refuses a ciphertext over 1024 bytes before the key service",
           "[kms][v2][negative]") {
   Server s;
