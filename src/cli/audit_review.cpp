@@ -351,7 +351,8 @@ Review BuildReview(std::vector<Record> records, const ReadStats& input, const Re
     } else {
       run = 0;
     }
-    if (rec.op == "decrypt" && rec.key_version > 0) {
+    if (rec.op == "decrypt" && rec.key_version > 0 &&
+        (rec.code == "OK" || rec.code == "FAILED_PRECONDITION")) {
       VersionUse& vu = r.decrypt_versions[KeyIdentity(rec.key_id)][rec.key_version];
       if (rec.code == "OK") {
         ++vu.decrypts;
@@ -456,7 +457,7 @@ std::string RenderText(const Review& r, const ReviewOptions& opts) {
     Appendf(o, "  %s .. %s  %llu errors: %s", FormatRfc3339(b.first).c_str(), FormatRfc3339(b.last).c_str(),
          static_cast<unsigned long long>(b.errors), Codes(b.codes).c_str());
   }
-  if (r.longest_error_run > 0) {
+  if (r.longest_error_run > 1) {
     Appendf(o, "  longest run of consecutive errors: %llu (%s .. %s)",
          static_cast<unsigned long long>(r.longest_error_run), FormatRfc3339(r.run_first).c_str(),
          FormatRfc3339(r.run_last).c_str());

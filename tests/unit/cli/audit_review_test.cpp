@@ -267,6 +267,19 @@ TEST_CASE("the review's numbers on a constructed record set", "[cli][audit][revi
   CHECK(r2.bursts[0].errors == 9);
 }
 
+TEST_CASE("failed decrypts other than FAILED_PRECONDITION say nothing about key versions",
+          "[cli][audit][review]") {
+  Reader rd = ReadAll({Rec(kT0, "decrypt", "INVALID_ARGUMENT", 1000, "transit/kubernetes:v9"),
+                       Rec(kT0 + 1, "decrypt", "UNAVAILABLE", 1000, "transit/kubernetes:v9"),
+                       Rec(kT0 + 2, "decrypt", "OK", 1000, "transit/kubernetes:v4")});
+  const Review r = BuildReview(rd.records(), rd.stats(), ReviewOptions{});
+  REQUIRE(r.decrypt_versions.size() == 1);
+  const auto& versions = r.decrypt_versions.at("transit/kubernetes");
+  REQUIRE(versions.size() == 1);
+  CHECK(versions.at(4).decrypts == 1);
+  CHECK(r.longest_error_run == 2);
+}
+
 TEST_CASE("percentiles are nearest-rank", "[cli][audit][review]") {
   CHECK(Percentile({}, 50) == -1);
   CHECK(Percentile({7}, 50) == 7);
