@@ -233,7 +233,7 @@ void AsyncWriter::State::Run() {
   idle.notify_all();
 }
 
-AsyncWriter::AsyncWriter(WriterOptions options) : state_(new State) {
+AsyncWriter::AsyncWriter(WriterOptions options) : state_(std::make_shared<State>()) {
   state_->opts = std::move(options);
   if (!state_->opts.output) state_->opts.output = WriteStderr;
   if (state_->opts.max_lines == 0) state_->opts.max_lines = 1;
@@ -243,10 +243,9 @@ AsyncWriter::AsyncWriter(WriterOptions options) : state_(new State) {
   state_->thread = std::thread([s = state_] { s->Run(); });
 }
 
-AsyncWriter::~AsyncWriter() {
-  if (Stop(std::chrono::milliseconds(1000))) delete state_;
-  // else: the thread is detached and still uses the state; it is leaked on purpose.
-}
+// A thread still blocked in the output after the bounded wait is detached; it holds its own
+// reference to the state, which goes when the output returns (or with the process).
+AsyncWriter::~AsyncWriter() { Stop(std::chrono::milliseconds(1000)); }
 
 bool AsyncWriter::Push(std::string line, bool audit) {
   {

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -106,7 +107,7 @@ class AsyncWriter {
 
  private:
   struct State;
-  State* state_;  // shared with the thread; leaked if the thread is detached while blocked
+  std::shared_ptr<State> state_;  // shared with the thread, which may outlive us if detached
 };
 
 // Starts the process-wide writer thread. Call once, early in `serve`, after the signal mask and
