@@ -227,6 +227,25 @@ class Plugin:
         except OSError:
             return ""
 
+    def settled_stderr_text(self, quiet: float = 0.2, timeout: float = 3.0) -> str:
+        """stderr once it stopped growing for `quiet` seconds (bounded by `timeout`). Log lines
+        and audit records are written by the plugin's writer thread shortly after the call
+        that logged them returned, so read this before counting records of a running plugin."""
+        deadline = time.monotonic() + timeout
+        last = -1
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                size = os.path.getsize(self.stderr_file)
+            except OSError:
+                size = 0
+            if size != last:
+                last, stable_since = size, time.monotonic()
+            elif time.monotonic() - stable_since >= quiet:
+                break
+            time.sleep(0.05)
+        return self.stderr_text()
+
     def stdout_text(self) -> str:
         try:
             with open(self.stdout_file, "r", errors="replace") as f:
