@@ -259,6 +259,14 @@ def test_audit_records_of_a_known_sequence_and_their_review(plugin, plugin_bin, 
     kv = rv["decrypt_key_versions"][key]
     assert kv["lowest_version_decrypted"] == version
     assert kv["versions"][f"v{version}"]["decrypts"] == 2
+    # --since/--until: a duration back from now, and an RFC 3339 time
+    recent = json.loads(cli(plugin_bin, "audit", path, "--since", "1h", "--output", "json").stdout)
+    assert recent["input"]["records"] == 5
+    old = json.loads(cli(plugin_bin, "audit", path, "--until", "2000-01-01T00:00:00Z",
+                         "--output", "json").stdout)
+    assert old["input"]["records"] == 0 and old["input"]["outside_period"] == 5
+    assert cli(plugin_bin, "audit", path, "--since", "last tuesday").returncode == 2
+    assert cli(plugin_bin, "audit", os.path.join(it_dir, "no-such.log")).returncode == 1
     text = cli(plugin_bin, "audit", path).stdout.decode()
     assert f"lowest version still decrypted: v{version}" in text
     assert re.search(r"^  v2 decrypt\s+3\s+1\s", text, re.M), text
