@@ -39,8 +39,8 @@ constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 
 int Die(int code, const std::string& line) {
-  log::StopWriter(std::chrono::seconds(1));  // queued lines first (bounded), then this one
-  std::fprintf(stderr, "trousseau: %s\n", line.c_str());
+  // Queued lines first (bounded), then this one; not if stderr is stuck (it would block exit).
+  if (log::StopWriter(std::chrono::seconds(1))) std::fprintf(stderr, "trousseau: %s\n", line.c_str());
   return code;
 }
 

@@ -308,9 +308,15 @@ void StartWriter(WriterOptions options) {
 
 bool StopWriter(std::chrono::milliseconds max_wait) {
   std::lock_guard<std::mutex> lock(g_writers_mu);
-  AsyncWriter* w = g_writer.exchange(nullptr);
+  AsyncWriter* w = g_writer.load();
   if (w == nullptr) return true;
-  return w->Stop(max_wait);  // the object stays in AllWriters(): late pushers see a stopped queue
+  if (!w->Stop(max_wait)) {
+    // stderr is stuck: writing synchronously now would block the exit forever. The stopped
+    // writer stays installed, so later lines are dropped and counted instead.
+    return false;
+  }
+  g_writer.store(nullptr, std::memory_order_release);  // later lines: synchronous again
+  return true;
 }
 
 bool FlushWriter(std::chrono::milliseconds max_wait) {

@@ -114,8 +114,10 @@ class AsyncWriter {
 // the capability bounding set are set (the thread inherits both) and before the seccomp filter
 // (the thread only needs futex, write and clock_gettime afterwards).
 void StartWriter(WriterOptions options = {});
-// Flushes the queue with a bounded wait and stops the writer; later lines are written
-// synchronously again. True if every queued line was written. No-op (true) if not started.
+// Flushes the queue with a bounded wait and stops the writer. True if every queued line was
+// written; later lines are then written synchronously again. False if stderr stayed stuck:
+// later lines are dropped and counted (a synchronous write would block the exit). No-op (true)
+// if not started.
 bool StopWriter(std::chrono::milliseconds max_wait);
 // Waits (bounded) for the queue to drain without stopping the writer.
 bool FlushWriter(std::chrono::milliseconds max_wait);

@@ -313,3 +313,15 @@ def test_kms_calls_complete_while_stderr_is_a_pipe_nobody_reads(plugin_factory, 
         f.write(text)
     review = cli(plugin_bin, "audit", path).stdout.decode()
     assert f"{dropped} audit records were dropped by the plugin" in review
+
+
+def test_sigterm_with_a_stuck_stderr_still_exits_cleanly(plugin_factory):
+    pl = plugin_factory.start({"log": {"queue_lines": 64}}, stderr_pipe=True)
+    wait_ok(pl)
+    for i in range(300):  # fills the pipe and the queue
+        pl.encrypt(b"s" * 32, uid=f"stuck-{i}", timeout=10.0)
+    t0 = time.monotonic()
+    assert pl.terminate(timeout=15.0) == 0  # the flush wait is bounded (2 s), then exit 0
+    assert time.monotonic() - t0 < 10.0
+    assert not os.path.exists(pl.socket_path)
+    pl.stderr_pipe.close()

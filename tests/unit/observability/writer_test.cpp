@@ -173,3 +173,31 @@ TEST_CASE("the process-wide writer queues log lines and audit records", "[log][w
 
 }  // namespace
 }  // namespace trousseau::log
+
+namespace trousseau::log {
+namespace {
+
+// Keep this the last test of the executable: it leaves the stuck writer installed (stopped), as
+// a process about to exit would.
+TEST_CASE("a stuck stderr at shutdown: StopWriter is bounded and later lines never block",
+          "[log][writer][negative]") {
+  SetSink(nullptr);
+  SetLevel(Level::kInfo);
+  auto gate = std::make_shared<Gate>();
+  WriterOptions o;
+  o.output = gate->MakeOutput(gate);
+  StartWriter(o);
+  Info("t.stuck", "first");
+  REQUIRE(gate->WaitEntered(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_FALSE(StopWriter(100ms));
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  const uint64_t before = DroppedLines();
+  auto later = std::async(std::launch::async, [] { Error("t.after", "after the stop"); });
+  REQUIRE(later.wait_for(10s) == std::future_status::ready);  // did not block on stderr
+  CHECK(DroppedLines() - before == 1);
+  gate->Release();
+}
+
+}  // namespace
+}  // namespace trousseau::log
