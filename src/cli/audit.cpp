@@ -1,5 +1,7 @@
 // trousseau audit [FILE...]: reads the plugin's audit records (raw JSON lines or kubelet's CRI
 // log files) and prints a review. The reading and the numbers are in audit_review.cpp.
+#include <unistd.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -141,7 +143,12 @@ int AuditCommand(std::vector<std::string> args) {
 
   audit::Reader reader(since, until);
   std::vector<std::string> files = flags->positional();
-  if (files.empty()) files.push_back("-");
+  if (files.empty()) {
+    if (::isatty(STDIN_FILENO)) {
+      return UsageError(cmd, "give log FILEs, or pipe the records in (kubectl logs POD | trousseau audit)");
+    }
+    files.push_back("-");
+  }
   for (const auto& name : files) {
     if (name == "-") {
       ReadLines(stdin, "-", reader);
