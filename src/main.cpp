@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/cli.h"
 #include "cli/doctor.h"
 #include "config/config.h"
 #include "envelope/key_service.h"
@@ -44,7 +45,8 @@ constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 
 int Die(int code, const std::string& line) {
-  std::fprintf(stderr, "trousseau: %s\n", line.c_str());
+  // Queued lines first (bounded), then this one; not if stderr is stuck (it would block exit).
+  if (log::StopWriter(std::chrono::seconds(1))) std::fprintf(stderr, "trousseau: %s\n", line.c_str());
   return code;
 }
 
@@ -53,10 +55,13 @@ void PrintUsage(FILE* out) {
                "Usage:\n"
                "  trousseau serve --config FILE         run the KMS plugin\n"
                "  trousseau check-config --config FILE  validate the config and the files it names\n"
-               "  trousseau doctor --config FILE        preflight checks of a node (see --help)\n"
                "  trousseau version                     print version and linked libraries\n"
                "  trousseau seccomp-profile             print the container runtime seccomp profile\n"
                "  trousseau seccomp-rules               list the in-process syscall allowlist\n");
+  std::fprintf(out, "\nOperator commands (each has --help; docs/cli.md):\n");
+  for (const auto& c : cli::Summaries()) std::fprintf(out, "  trousseau %-35s %s\n", c.usage, c.what);
+  std::fprintf(out, "\nExit codes: 0 ok, 1 failed or unhealthy, 2 usage error; doctor: 2 warnings only, 64 usage "
+                    "error (docs/doctor.md).\n");
 }
 
 int Version() {
@@ -217,6 +222,15 @@ int Serve(const std::string& config_path, bool check_only) {
 
   // Threads started from here on inherit an empty capability bounding set.
   if (auto st = hardening::ShedBoundingSet(); !st.ok()) return Die(kExitRuntime, std::string(st.message()));
+  // Log lines (audit records included) go through a bounded queue and one writer thread from
+  // here on, so a stalled stderr pipe drops and counts lines instead of blocking KMS calls. The
+  // thread inherits the blocked stop signals and the empty bounding set; after the seccomp
+  // filter it only needs futex, write, poll and clock_gettime.
+  {
+    log::WriterOptions wopts;
+    wopts.max_lines = cfg->log_queue_lines;
+    log::StartWriter(std::move(wopts));
+  }
 
   auto http = vault::CurlTransport::Create(cfg->vault, p.tls);
   if (!http.ok()) return Die(kExitUsage, std::string(http.status().message()));
@@ -343,6 +357,8 @@ int Serve(const std::string& config_path, bool check_only) {
   if (p.renewer) p.renewer->Stop();
   kms::RemoveSocket(sock);
   log::Info("stop", "stopped cleanly");
+  // Flush what is queued, bounded: a stderr nobody reads must not hold the exit.
+  log::StopWriter(std::chrono::seconds(2));
   return kExitOk;
 }
 
@@ -367,6 +383,10 @@ int main(int argc, char** argv) {
     std::fputs(hardening::RuntimeProfileJson().c_str(), stdout);
     return kExitOk;
   }
+  if (cmd == "status") return cli::StatusCommand({args.begin() + 1, args.end()});
+  if (cmd == "encrypt") return cli::EncryptCommand({args.begin() + 1, args.end()});
+  if (cmd == "decrypt") return cli::DecryptCommand({args.begin() + 1, args.end()});
+  if (cmd == "audit") return cli::AuditCommand({args.begin() + 1, args.end()});
   if (cmd == "serve" || cmd == "check-config") {
     std::string config_path;
     for (size_t i = 1; i < args.size(); ++i) {

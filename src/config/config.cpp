@@ -839,13 +839,18 @@ absl::Status ParseStatus(const Section& root, StatusConfig& status) {
   return absl::OkStatus();
 }
 
-absl::Status ParseLog(const Section& root, LogLevel& level) {
+absl::Status ParseLog(const Section& root, LogLevel& level, uint64_t& queue_lines) {
   Section s;
-  if (absl::Status st = SubSection(root, "log", {"level"}, s); !st.ok()) return st;
-  return GetEnum<LogLevel>(s, "level",
-                           {{"debug", LogLevel::kDebug}, {"info", LogLevel::kInfo},
-                            {"warn", LogLevel::kWarn}, {"error", LogLevel::kError}},
-                           level);
+  if (absl::Status st = SubSection(root, "log", {"level", "queue_lines"}, s); !st.ok()) return st;
+  if (absl::Status st = GetEnum<LogLevel>(s, "level",
+                                          {{"debug", LogLevel::kDebug}, {"info", LogLevel::kInfo},
+                                           {"warn", LogLevel::kWarn}, {"error", LogLevel::kError}},
+                                          level);
+      !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = GetUint(s, "queue_lines", queue_lines); !st.ok()) return st;
+  return CheckRange("log.queue_lines", queue_lines, 16, 1048576);
 }
 
 absl::Status ParsePrivileges(const Section& root, PrivilegesConfig& privileges) {
@@ -972,7 +977,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = ParseSocket(root, config.socket); !st.ok()) return st;
   if (absl::Status st = ParseVault(root, config.vault); !st.ok()) return st;
   if (absl::Status st = ParseStatus(root, config.status); !st.ok()) return st;
-  if (absl::Status st = ParseLog(root, config.log_level); !st.ok()) return st;
+  if (absl::Status st = ParseLog(root, config.log_level, config.log_queue_lines); !st.ok()) return st;
   if (absl::Status st = ParsePrivileges(root, config.privileges); !st.ok()) return st;
   if (absl::Status st = ParseSeccomp(root, config.seccomp); !st.ok()) return st;
   if (absl::Status st = ParseHygiene(root, config.wipe_freed_memory); !st.ok()) return st;

@@ -78,6 +78,7 @@ struct Config {
   VaultConfig vault;
   StatusConfig status;
   LogLevel log_level = LogLevel::kInfo;
+  uint64_t log_queue_lines = 4096;  // log.queue_lines: lines buffered before new ones are dropped
   PrivilegesConfig privileges;
   HttpConfig http;
   SeccompMode seccomp = SeccompMode::kEnforce;

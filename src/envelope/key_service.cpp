@@ -98,6 +98,7 @@ absl::StatusOr<EncryptResult> TransitKeyService::Encrypt(std::string_view plaint
   out.key_id = KeyIdFor(w.version);  // from the ciphertext itself: cannot disagree with it
   out.ciphertext = std::move(w.ciphertext);
   out.node = std::move(w.node);
+  out.vault_request_id = std::move(w.request_id);
   return out;
 }
 
@@ -109,6 +110,7 @@ absl::StatusOr<DecryptResult> TransitKeyService::Decrypt(
   DecryptResult out;
   out.plaintext = std::move(u.plaintext);
   out.node = std::move(u.node);
+  out.vault_request_id = std::move(u.request_id);
   return out;
 }
 

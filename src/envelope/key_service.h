@@ -28,11 +28,13 @@ struct EncryptResult {
   std::string key_id;
   std::map<std::string, std::string> annotations;
   std::string node;
+  std::string vault_request_id;  // for the audit record
 };
 
 struct DecryptResult {
   SecretBuffer plaintext;
   std::string node;
+  std::string vault_request_id;  // for the audit record
 };
 
 struct HealthSnapshot {

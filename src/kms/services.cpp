@@ -74,7 +74,7 @@ class CallRecord {
       : start_(std::chrono::steady_clock::now()), method_(method), in_flight_(api, method) {
     rec_.api = api;
     rec_.operation = op;
-    rec_.uid = Clip(uid, 128);
+    rec_.uid = uid;  // log::Audit clips it (kMaxAuditUidBytes) and marks the record
   }
   ~CallRecord() {
     rec_.duration = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -83,6 +83,7 @@ class CallRecord {
     rec_.detail = std::string_view(status_.message().data(), status_.message().size());
     rec_.key_id = key_id_;
     rec_.vault_node = node_;
+    rec_.vault_request_id = request_id_;
     log::Audit(rec_);
     metrics::ObserveKms(rec_.api, method_, rec_.code, SecondsSince(start_));
     // Dead frames below us held plaintext-derived bytes (base64, JSON, TLS records).
@@ -91,6 +92,12 @@ class CallRecord {
   void Finish(const absl::Status& st) { status_ = st; }
   void SetKeyId(std::string k) { key_id_ = std::move(k); }
   void SetNode(std::string n) { node_ = std::move(n); }
+  void SetRequestId(std::string id) { request_id_ = std::move(id); }
+  // The transit key version named by a ciphertext's "vault:vN:" prefix, if it has one.
+  void SetVersionFrom(std::string_view ciphertext) {
+    auto v = vault::ParseCiphertextVersion(ciphertext, vault::kMaxV1CiphertextBytes);
+    rec_.key_version = v.ok() ? *v : 0;
+  }
   void SetSizes(size_t in, size_t out) {
     rec_.input_bytes = in;
     rec_.output_bytes = out;
@@ -100,7 +107,7 @@ class CallRecord {
   std::chrono::steady_clock::time_point start_;
   log::AuditRecord rec_;
   absl::Status status_;
-  std::string key_id_, node_;
+  std::string key_id_, node_, request_id_;
   std::string_view method_;
   metrics::KmsInFlight in_flight_;
 };
@@ -154,6 +161,8 @@ grpc::Status V2Service::Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptReq
   if (!r.ok()) return ToGrpc(r.status());
   rec.SetKeyId(r->key_id);
   rec.SetNode(r->node);
+  rec.SetRequestId(std::move(r->vault_request_id));
+  rec.SetVersionFrom(r->ciphertext);
   resp->set_ciphertext(std::move(r->ciphertext));
   resp->set_key_id(std::move(r->key_id));
   for (auto& [k, v] : r->annotations) (*resp->mutable_annotations())[k] = v;
@@ -164,6 +173,7 @@ grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptReq
                                 ::v2::DecryptResponse* resp) {
   CallRecord rec("v2", "decrypt", "Decrypt", req->uid());
   rec.SetKeyId(std::string(Clip(req->key_id(), 1024)));
+  rec.SetVersionFrom(req->ciphertext());
   std::map<std::string, std::string> annotations(req->annotations().begin(),
                                                  req->annotations().end());
   absl::StatusOr<envelope::DecryptResult> r = absl::InvalidArgumentError(
@@ -176,6 +186,7 @@ grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptReq
   rec.SetSizes(req->ciphertext().size(), r.ok() ? r->plaintext.size() : 0);
   if (!r.ok()) return ToGrpc(r.status());
   rec.SetNode(r->node);
+  rec.SetRequestId(std::move(r->vault_request_id));
   resp->set_plaintext(r->plaintext.chars(), r->plaintext.size());
   return grpc::Status::OK;
 }
@@ -201,6 +212,8 @@ grpc::Status V1Beta1Service::Encrypt(grpc::ServerContext* ctx,
   if (!r.ok()) return ToGrpc(r.status());
   rec.SetKeyId(r->key_id);
   rec.SetNode(r->node);
+  rec.SetRequestId(std::move(r->vault_request_id));
+  rec.SetVersionFrom(r->ciphertext);
   resp->set_cipher(std::move(r->ciphertext));
   return grpc::Status::OK;
 }
@@ -209,11 +222,13 @@ grpc::Status V1Beta1Service::Decrypt(grpc::ServerContext* ctx,
                                      const ::v1beta1::DecryptRequest* req,
                                      ::v1beta1::DecryptResponse* resp) {
   CallRecord rec("v1beta1", "decrypt", "Decrypt", "");
+  rec.SetVersionFrom(req->cipher());
   auto r = keys_.Decrypt(req->cipher(), "", {}, CallDeadline(ctx, kMaxCallTime));
   rec.Finish(r.status());
   rec.SetSizes(req->cipher().size(), r.ok() ? r->plaintext.size() : 0);
   if (!r.ok()) return ToGrpc(r.status());
   rec.SetNode(r->node);
+  rec.SetRequestId(std::move(r->vault_request_id));
   resp->set_plain(r->plaintext.chars(), r->plaintext.size());
   return grpc::Status::OK;
 }

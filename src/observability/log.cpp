@@ -1,18 +1,27 @@
 #include "observability/log.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <deque>
+#include <memory>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 namespace trousseau::log {
 namespace {
 
+using ojson = nlohmann::ordered_json;
+
 std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
 std::atomic<Sink> g_sink{nullptr};
-std::mutex g_write_mu;
+std::mutex g_write_mu;  // the synchronous paths: a test sink, or stderr before StartWriter()
 
 const char* LevelName(Level l) {
   switch (l) {
@@ -23,6 +32,71 @@ const char* LevelName(Level l) {
   }
   return "info";
 }
+
+std::string Dump(const ojson& line) {
+  // Invalid UTF-8 in a field (e.g. a caller's uid) is replaced, never a throw.
+  std::string text = line.dump(-1, ' ', false, ojson::error_handler_t::replace);
+  text.push_back('\n');
+  return text;
+}
+
+// write(2) all of `text` to stderr. Gives up on a hard error (EPIPE, EBADF): logging must not
+// take the process down. A non-blocking stderr is waited for with poll.
+void WriteStderr(std::string_view text) {
+  const char* p = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    const ssize_t n = ::write(STDERR_FILENO, p, left);
+    if (n > 0) {
+      p += n;
+      left -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd pfd = {STDERR_FILENO, POLLOUT, 0};
+      (void)::poll(&pfd, 1, 1000);
+      continue;
+    }
+    return;
+  }
+}
+
+// ---- the process-wide writer ------------------------------------------------------------------
+
+std::mutex g_writers_mu;
+std::atomic<AsyncWriter*> g_writer{nullptr};
+// Every writer StartWriter() made, kept for the process lifetime: a writer whose thread is stuck
+// in write(2) cannot be freed, and the drop counters must survive a stop.
+std::vector<AsyncWriter*>& AllWriters() {
+  static auto* v = new std::vector<AsyncWriter*>();
+  return *v;
+}
+
+void Emit(const ojson& line, bool audit) {
+  std::string text = Dump(line);
+  if (Sink sink = g_sink.load(); sink != nullptr) {
+    std::lock_guard<std::mutex> lock(g_write_mu);
+    sink(text);
+    return;
+  }
+  if (AsyncWriter* w = g_writer.load(std::memory_order_acquire); w != nullptr) {
+    w->Push(std::move(text), audit);  // never blocks on stderr; a full queue drops and counts
+    return;
+  }
+  std::lock_guard<std::mutex> lock(g_write_mu);
+  WriteStderr(text);
+}
+
+// Cuts `s` to at most `n` bytes without splitting a UTF-8 sequence.
+std::string_view ClipUtf8(std::string_view s, size_t n) {
+  if (s.size() <= n) return s;
+  size_t cut = n;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut);
+}
+
+}  // namespace
 
 std::string Timestamp() {
   const auto now = std::chrono::system_clock::now();
@@ -39,28 +113,6 @@ std::string Timestamp() {
   return buf;
 }
 
-void Emit(const nlohmann::json& line) {
-  // Invalid UTF-8 in a field (e.g. a caller's uid) is replaced, never a throw.
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  text.push_back('\n');
-  Sink sink = g_sink.load();
-  std::lock_guard<std::mutex> lock(g_write_mu);
-  if (sink != nullptr) {
-    sink(text);
-    return;
-  }
-  const char* p = text.data();
-  size_t left = text.size();
-  while (left > 0) {
-    ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-}
-
-}  // namespace
-
 void SetLevel(Level level) { g_level = static_cast<int>(level); }
 Level GetLevel() { return static_cast<Level>(g_level.load()); }
 bool Enabled(Level level) { return static_cast<int>(level) >= g_level.load(); }
@@ -68,28 +120,223 @@ void SetSink(Sink sink) { g_sink = sink; }
 
 void Write(Level level, std::string_view event, std::string_view message, Fields fields) {
   if (!Enabled(level)) return;
-  nlohmann::json line = {
+  ojson line = {
       {"time", Timestamp()}, {"level", LevelName(level)}, {"event", event}, {"msg", message}};
   for (const auto& [k, v] : fields) line[k] = v;
-  Emit(line);
+  Emit(line, false);
 }
 
 void Audit(const AuditRecord& r) {
-  nlohmann::json line = {{"time", Timestamp()},
-                         {"level", "info"},
-                         {"type", "audit"},
-                         {"event", "kms.call"},
-                         {"api", r.api},
-                         {"op", r.operation},
-                         {"uid", r.uid},
-                         {"key_id", r.key_id},
-                         {"code", r.code},
-                         {"in_bytes", r.input_bytes},
-                         {"out_bytes", r.output_bytes},
-                         {"duration_us", r.duration.count()}};
+  // A fixed, readable order: time, level, type, schema, event, then the call.
+  const std::string_view uid = ClipUtf8(r.uid, kMaxAuditUidBytes);
+  ojson line = {{"time", Timestamp()},
+                {"level", "info"},
+                {"type", "audit"},
+                {"schema", kAuditSchema},
+                {"event", "kms.call"},
+                {"api", r.api},
+                {"op", r.operation},
+                {"uid", uid}};
+  if (uid.size() != r.uid.size()) {
+    line["uid_clipped"] = true;
+    line["uid_bytes"] = r.uid.size();
+  }
+  line["key_id"] = r.key_id;
+  if (r.key_version > 0) line["key_version"] = r.key_version;
+  line["code"] = r.code;
   if (!r.detail.empty()) line["detail"] = r.detail;
   if (!r.vault_node.empty()) line["vault"] = r.vault_node;
-  Emit(line);
+  if (!r.vault_request_id.empty()) line["vault_request_id"] = r.vault_request_id;
+  line["in_bytes"] = r.input_bytes;
+  line["out_bytes"] = r.output_bytes;
+  line["duration_us"] = r.duration.count();
+  Emit(line, true);
+}
+
+// ---- AsyncWriter ------------------------------------------------------------------------------
+
+struct AsyncWriter::State {
+  WriterOptions opts;
+  std::mutex mu;
+  std::condition_variable work;  // the thread waits for lines or stop
+  std::condition_variable idle;  // Flush/Stop wait for progress
+  std::deque<std::string> queue;
+  size_t queued_bytes = 0;
+  uint64_t pushed = 0;   // lines accepted so far
+  uint64_t written = 0;  // lines handed to the output so far
+  bool stop = false;
+  bool done = false;     // the thread has returned
+  std::atomic<uint64_t> dropped_audit{0};
+  std::atomic<uint64_t> dropped_other{0};
+  uint64_t reported_audit = 0, reported_other = 0;
+  std::chrono::steady_clock::time_point last_report{};
+  std::thread thread;
+
+  void Run();
+  std::string DropReport(uint64_t audit, uint64_t other) const;
+};
+
+std::string AsyncWriter::State::DropReport(uint64_t audit, uint64_t other) const {
+  ojson line = {{"time", Timestamp()},
+                {"level", "warn"},
+                {"event", "log.dropped"},
+                {"msg", "log lines dropped: stderr was not read fast enough (the log queue was "
+                        "full); KMS calls were not delayed"},
+                {"dropped_audit_records", audit},
+                {"dropped_other_lines", other},
+                {"dropped_audit_records_total", dropped_audit.load()},
+                {"dropped_lines_total", dropped_audit.load() + dropped_other.load()}};
+  return Dump(line);
+}
+
+void AsyncWriter::State::Run() {
+  std::unique_lock<std::mutex> lock(mu);
+  for (;;) {
+    work.wait_for(lock, opts.report_period, [this] { return stop || !queue.empty(); });
+    if (!queue.empty()) {
+      std::deque<std::string> batch;
+      batch.swap(queue);
+      queued_bytes = 0;
+      lock.unlock();
+      // Several lines per write(2), up to 64 KiB, each write holding whole lines.
+      std::string chunk;
+      uint64_t n = 0;
+      for (auto& line : batch) {
+        if (!chunk.empty() && chunk.size() + line.size() > 64 * 1024) {
+          opts.output(chunk);
+          chunk.clear();
+        }
+        chunk += line;
+        ++n;
+      }
+      if (!chunk.empty()) opts.output(chunk);
+      lock.lock();
+      written += n;
+      idle.notify_all();
+    }
+    const uint64_t da = dropped_audit.load(), dother = dropped_other.load();
+    const auto now = std::chrono::steady_clock::now();
+    if ((da != reported_audit || dother != reported_other) &&
+        (stop || last_report == std::chrono::steady_clock::time_point{} ||
+         now - last_report >= opts.report_period)) {
+      const std::string report = DropReport(da - reported_audit, dother - reported_other);
+      reported_audit = da;
+      reported_other = dother;
+      last_report = now;
+      lock.unlock();
+      opts.output(report);
+      lock.lock();
+    }
+    if (stop && queue.empty()) break;
+  }
+  done = true;
+  idle.notify_all();
+}
+
+AsyncWriter::AsyncWriter(WriterOptions options) : state_(std::make_shared<State>()) {
+  state_->opts = std::move(options);
+  if (!state_->opts.output) state_->opts.output = WriteStderr;
+  if (state_->opts.max_lines == 0) state_->opts.max_lines = 1;
+  if (state_->opts.report_period <= std::chrono::milliseconds(0)) {
+    state_->opts.report_period = std::chrono::milliseconds(1000);
+  }
+  state_->thread = std::thread([s = state_] { s->Run(); });
+}
+
+// A thread still blocked in the output after the bounded wait is detached; it holds its own
+// reference to the state, which goes when the output returns (or with the process).
+AsyncWriter::~AsyncWriter() { Stop(std::chrono::milliseconds(1000)); }
+
+bool AsyncWriter::Push(std::string line, bool audit) {
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    const bool full = state_->queue.size() >= state_->opts.max_lines ||
+                      state_->queued_bytes + line.size() > state_->opts.max_bytes;
+    if (!full && !state_->stop) {
+      state_->queued_bytes += line.size();
+      state_->queue.push_back(std::move(line));
+      ++state_->pushed;
+      state_->work.notify_one();
+      return true;
+    }
+  }
+  (audit ? state_->dropped_audit : state_->dropped_other).fetch_add(1);
+  return false;
+}
+
+bool AsyncWriter::Flush(std::chrono::milliseconds max_wait) {
+  std::unique_lock<std::mutex> lock(state_->mu);
+  const uint64_t target = state_->pushed;
+  return state_->idle.wait_for(lock, max_wait,
+                               [&] { return state_->written >= target || state_->done; }) &&
+         state_->written >= target;
+}
+
+bool AsyncWriter::Stop(std::chrono::milliseconds max_wait) {
+  std::unique_lock<std::mutex> lock(state_->mu);
+  if (!state_->thread.joinable()) return state_->done;
+  state_->stop = true;
+  state_->work.notify_all();
+  const bool finished = state_->idle.wait_for(lock, max_wait, [&] { return state_->done; });
+  lock.unlock();
+  if (finished) {
+    state_->thread.join();
+    return true;
+  }
+  state_->thread.detach();  // blocked in the output; the process exits without it
+  return false;
+}
+
+uint64_t AsyncWriter::dropped_lines() const {
+  return state_->dropped_audit.load() + state_->dropped_other.load();
+}
+uint64_t AsyncWriter::dropped_audit_records() const { return state_->dropped_audit.load(); }
+uint64_t AsyncWriter::written_lines() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->written;
+}
+
+// ---- process-wide writer ----------------------------------------------------------------------
+
+void StartWriter(WriterOptions options) {
+  std::lock_guard<std::mutex> lock(g_writers_mu);
+  if (g_writer.load() != nullptr) return;
+  auto* w = new AsyncWriter(std::move(options));
+  AllWriters().push_back(w);
+  g_writer.store(w, std::memory_order_release);
+}
+
+bool StopWriter(std::chrono::milliseconds max_wait) {
+  std::lock_guard<std::mutex> lock(g_writers_mu);
+  AsyncWriter* w = g_writer.load();
+  if (w == nullptr) return true;
+  if (!w->Stop(max_wait)) {
+    // stderr is stuck: writing synchronously now would block the exit forever. The stopped
+    // writer stays installed, so later lines are dropped and counted instead.
+    return false;
+  }
+  g_writer.store(nullptr, std::memory_order_release);  // later lines: synchronous again
+  return true;
+}
+
+bool FlushWriter(std::chrono::milliseconds max_wait) {
+  std::lock_guard<std::mutex> lock(g_writers_mu);
+  AsyncWriter* w = g_writer.load();
+  return w == nullptr || w->Flush(max_wait);
+}
+
+uint64_t DroppedLines() {
+  std::lock_guard<std::mutex> lock(g_writers_mu);
+  uint64_t n = 0;
+  for (auto* w : AllWriters()) n += w->dropped_lines();
+  return n;
+}
+
+uint64_t DroppedAuditRecords() {
+  std::lock_guard<std::mutex> lock(g_writers_mu);
+  uint64_t n = 0;
+  for (auto* w : AllWriters()) n += w->dropped_audit_records();
+  return n;
 }
 
 }  // namespace trousseau::log

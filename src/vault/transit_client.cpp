@@ -23,8 +23,24 @@ bool ReadInt(const SecretJson& obj, const char* name, int64_t* out) {
   return false;
 }
 
+// Vault's request_id (a UUID) for the audit trail: kept only if it looks like an identifier.
+std::string RequestId(const SecretJson& answer) {
+  auto it = answer.find("request_id");
+  if (it == answer.end() || !it->is_string()) return "";
+  const auto& s = it->get_ref<const WipingString&>();
+  if (s.empty() || s.size() > kMaxRequestIdBytes) return "";
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.' || c == ':';
+    if (!ok) return "";
+  }
+  return std::string(s.data(), s.size());
+}
+
 // Parses a Transit answer and returns its "data" object, or INTERNAL naming what is missing.
-absl::StatusOr<SecretJson> DataObject(const SecretBuffer& body, const std::string& where) {
+// `request_id`, if given, receives Vault's request_id ("" when absent or odd).
+absl::StatusOr<SecretJson> DataObject(const SecretBuffer& body, const std::string& where,
+                                      std::string* request_id = nullptr) {
   auto j = ParseSecret(body);
   if (!j.ok()) {
     return absl::InternalError(where + "malformed response: " + std::string(j.status().message()));
@@ -32,6 +48,7 @@ absl::StatusOr<SecretJson> DataObject(const SecretBuffer& body, const std::strin
   if (!j->is_object() || !j->contains("data") || !(*j)["data"].is_object()) {
     return absl::InternalError(where + "malformed response: no data object");
   }
+  if (request_id != nullptr) *request_id = RequestId(*j);
   return std::move((*j)["data"]);
 }
 
@@ -120,7 +137,8 @@ absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64
                                            "/v1/" + mount_ + "/encrypt/" + key_, &body, deadline));
   if (resp.status != 200) return MapHttpError(resp, "encrypt");
   const std::string where = "vault " + resp.node + ": transit encrypt: ";
-  ASSIGN_OR_RETURN(const SecretJson data, DataObject(resp.body, where));
+  std::string request_id;
+  ASSIGN_OR_RETURN(const SecretJson data, DataObject(resp.body, where, &request_id));
   auto it = data.find("ciphertext");
   if (it == data.end() || !it->is_string()) {
     return absl::InternalError(where + "malformed response: no data.ciphertext string");
@@ -135,6 +153,7 @@ absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64
   }
   out.version = *version;
   out.node = resp.node;
+  out.request_id = std::move(request_id);
   return out;
 }
 
@@ -150,7 +169,8 @@ absl::StatusOr<Unwrapped> TransitClient::Decrypt(std::string_view ciphertext, De
                                            "/v1/" + mount_ + "/decrypt/" + key_, &body, deadline));
   if (resp.status != 200) return MapHttpError(resp, "decrypt");
   const std::string where = "vault " + resp.node + ": transit decrypt: ";
-  auto parsed = DataObject(resp.body, where);
+  std::string request_id;
+  auto parsed = DataObject(resp.body, where, &request_id);
   resp.body.clear();
   if (!parsed.ok()) return parsed.status();
   const SecretJson& data = *parsed;
@@ -165,6 +185,7 @@ absl::StatusOr<Unwrapped> TransitClient::Decrypt(std::string_view ciphertext, De
   if (!n.ok()) return absl::InternalError(where + "malformed response: data.plaintext is not base64");
   out.plaintext.resize(*n);
   out.node = resp.node;
+  out.request_id = std::move(request_id);
   return out;
 }
 

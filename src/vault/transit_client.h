@@ -19,15 +19,20 @@ struct KeyInfo {
   std::string type;
 };
 
+// Vault's request_id is a UUID; anything longer or with other characters is not kept.
+inline constexpr size_t kMaxRequestIdBytes = 64;
+
 struct Wrapped {
   std::string ciphertext;  // "vault:vN:..."
   int64_t version = 0;     // N, read from the ciphertext itself
   std::string node;        // which Vault address served it
+  std::string request_id;  // Vault's request_id of the answer, for the audit record ("" if none)
 };
 
 struct Unwrapped {
   SecretBuffer plaintext;
   std::string node;
+  std::string request_id;  // Vault's request_id of the answer ("" if none)
 };
 
 class TransitClient {

@@ -35,6 +35,7 @@ class FakeKeyService final : public envelope::KeyService {
     envelope::DecryptResult r;
     r.plaintext = SecretBuffer::CopyOf(decrypt_plaintext_);
     r.node = decrypt_node_;
+    r.vault_request_id = decrypt_request_id_;
     return r;
   }
 
@@ -59,6 +60,10 @@ class FakeKeyService final : public envelope::KeyService {
     decrypt_plaintext_ = std::move(plaintext);
     decrypt_node_ = std::move(node);
     decrypt_error_ = absl::OkStatus();
+  }
+  void SetDecryptRequestId(std::string id) {
+    std::lock_guard<std::mutex> g(mu_);
+    decrypt_request_id_ = std::move(id);
   }
   void SetDecryptError(absl::Status st) {
     std::lock_guard<std::mutex> g(mu_);
@@ -88,6 +93,7 @@ class FakeKeyService final : public envelope::KeyService {
   absl::Status encrypt_error_;
   std::string decrypt_plaintext_;
   std::string decrypt_node_;
+  std::string decrypt_request_id_;
   absl::Status decrypt_error_;
   envelope::HealthSnapshot health_{"ok", "transit/k:v1"};
   std::string last_plaintext_, last_ciphertext_, last_key_id_;

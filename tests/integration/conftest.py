@@ -134,10 +134,11 @@ class PluginFactory:
         return pl
 
     def start(self, overrides: dict | None = None, socket_path: str | None = None,
-              ready_timeout: float = 15.0) -> Plugin:
-        """Starts a plugin and waits for it to answer Status. Stopped and checked at teardown."""
+              ready_timeout: float = 15.0, stderr_pipe: bool = False) -> Plugin:
+        """Starts a plugin and waits for it to answer Status. Stopped and checked at teardown.
+        stderr_pipe: stderr is a pipe nobody reads (see Plugin.drain_stderr)."""
         pl = self.make(overrides, socket_path)
-        pl.spawn()
+        pl.spawn(stderr_pipe=stderr_pipe)
         self.started.append(pl)
         pl.wait_ready(ready_timeout)
         return pl

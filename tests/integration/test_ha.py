@@ -205,7 +205,8 @@ def round_trip(pl: Plugin, n: int = 1, uid: str = "it") -> list[tuple[bytes, byt
 def log_events(pl: Plugin, *events: str) -> list[dict]:
     """The plugin's JSON log lines (stdout and stderr) whose event is one of `events`."""
     out = []
-    for line in (pl.stderr_text() + "\n" + pl.stdout_text()).splitlines():
+    # settled: records are written by the plugin's log writer thread just after each call
+    for line in (pl.settled_stderr_text() + "\n" + pl.stdout_text()).splitlines():
         line = line.strip()
         if not line.startswith("{"):
             continue

@@ -242,7 +242,8 @@ def setup_kubernetes(bao: OpenBao, it_dir: str, mount: str, stub: TokenReviewStu
 def log_events(plugin, event: str | None = None) -> list[dict]:
     """The plugin's JSON log lines (stderr), optionally only those with `event`."""
     out = []
-    for line in plugin.stderr_text().splitlines():
+    # settled: lines are written by the plugin's log writer thread just after they are logged
+    for line in plugin.settled_stderr_text(quiet=0.1, timeout=1.0).splitlines():
         line = line.strip()
         if not line.startswith("{"):
             continue

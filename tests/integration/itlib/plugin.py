@@ -81,6 +81,7 @@ class Plugin:
         self.stderr_file = os.path.join(workdir, f"{name}.err")
         self.socket_path = config.get("socket", {}).get("path", "")
         self.proc: subprocess.Popen | None = None
+        self.stderr_pipe = None  # the read end when spawned with stderr_pipe=True (nobody reads)
         self.returncode: int | None = None
         self._channel: grpc.Channel | None = None
         with open(self.config_file, "w") as f:
@@ -88,9 +89,11 @@ class Plugin:
         os.chmod(self.config_file, 0o644)
 
     # ---------------------------------------------------------------- process
-    def spawn(self) -> None:
+    def spawn(self, stderr_pipe: bool = False) -> None:
+        """Starts the process. With stderr_pipe, stderr is a pipe that nobody reads until the
+        test calls drain_stderr() (a stalled kubelet log reader)."""
         out = open(self.stdout_file, "wb")
-        err = open(self.stderr_file, "wb")
+        err = subprocess.PIPE if stderr_pipe else open(self.stderr_file, "wb")
         try:
             self.proc = subprocess.Popen(
                 [self.binary, "serve", "--config", self.config_file],
@@ -98,7 +101,31 @@ class Plugin:
                 start_new_session=True)
         finally:
             out.close()
-            err.close()
+            if not stderr_pipe:
+                err.close()
+        if stderr_pipe:
+            self.stderr_pipe = self.proc.stderr
+
+    def drain_stderr(self):
+        """Starts copying the stderr pipe to <name>.err in a thread; returns the thread (it
+        ends when the process closes its stderr)."""
+        import threading
+        assert self.stderr_pipe is not None, "spawned without stderr_pipe"
+        pipe = self.stderr_pipe
+
+        def copy() -> None:
+            with open(self.stderr_file, "ab") as f:
+                while True:
+                    chunk = pipe.read1(65536)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    f.flush()
+            pipe.close()
+
+        t = threading.Thread(target=copy, daemon=True)
+        t.start()
+        return t
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -215,6 +242,25 @@ class Plugin:
                 return f.read()
         except OSError:
             return ""
+
+    def settled_stderr_text(self, quiet: float = 0.2, timeout: float = 3.0) -> str:
+        """stderr once it stopped growing for `quiet` seconds (bounded by `timeout`). Log lines
+        and audit records are written by the plugin's writer thread shortly after the call
+        that logged them returned, so read this before counting records of a running plugin."""
+        deadline = time.monotonic() + timeout
+        last = -1
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                size = os.path.getsize(self.stderr_file)
+            except OSError:
+                size = 0
+            if size != last:
+                last, stable_since = size, time.monotonic()
+            elif time.monotonic() - stable_since >= quiet:
+                break
+            time.sleep(0.05)
+        return self.stderr_text()
 
     def stdout_text(self) -> str:
         try:

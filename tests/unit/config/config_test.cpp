@@ -241,6 +241,12 @@ seccomp:
   CHECK(c.log_level == LogLevel::kWarn);
   CHECK(c.seccomp == SeccompMode::kDisabled);
   CHECK(MustParse(kMinimal + "log:\n  level: error\n").log_level == LogLevel::kError);
+  CHECK(MustParse(kMinimal).log_queue_lines == 4096);
+  CHECK(MustParse(kMinimal + "log:\n  queue_lines: 16\n").log_queue_lines == 16);
+  CHECK(MustParse(kMinimal + "log:\n  queue_lines: 1048576\n").log_queue_lines == 1048576);
+  CHECK_THAT(ErrorOf(kMinimal + "log:\n  queue_lines: 15\n"),
+             Contains("log.queue_lines") && Contains("between 16 and 1048576"));
+  CHECK_THAT(ErrorOf(kMinimal + "log:\n  queue_lines: lots\n"), Contains("log.queue_lines"));
   CHECK(MustParse(kMinimal + "seccomp:\n  mode: enforce\n").seccomp == SeccompMode::kEnforce);
 }
 

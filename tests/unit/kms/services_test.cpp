@@ -233,6 +233,60 @@ TEST_CASE("v2 Decrypt passes ciphertext, key_id and annotations", "[kms][v2]") {
   CHECK(ann.at("a.example.com") == std::string("\x01\x02", 2));
 }
 
+TEST_CASE("audit records carry the schema, key version, Vault request id and a clipped uid",
+          "[kms][audit]") {
+  Server s;
+  fakes::LogCapture cap;
+  auto w = Wrapped(Ct(), "transit/kubernetes:v3");
+  w.vault_request_id = "enc-req-1";
+  s.keys.SetEncryptResult(w);
+  s.keys.SetDecryptResult("seed");
+  s.keys.SetDecryptRequestId("dec-req-2");
+  const std::string long_uid(5000, 'q');
+  {
+    grpc::ClientContext ctx;
+    ::v2::EncryptRequest req;
+    req.set_plaintext("seed");
+    req.set_uid(long_uid);
+    ::v2::EncryptResponse resp;
+    REQUIRE(s.v2_stub->Encrypt(&ctx, req, &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ::v2::DecryptRequest req;
+    req.set_ciphertext("vault:v2:" + std::string(60, 'A'));
+    req.set_key_id("transit/kubernetes:v2");
+    req.set_uid("uid-d");
+    ::v2::DecryptResponse resp;
+    REQUIRE(s.v2_stub->Decrypt(&ctx, req, &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ::v1beta1::DecryptRequest req;
+    req.set_version("v1beta1");
+    req.set_cipher("vault:v4:" + std::string(60, 'A'));
+    ::v1beta1::DecryptResponse resp;
+    REQUIRE(s.v1_stub->Decrypt(&ctx, req, &resp).ok());
+  }
+  s.server->Shutdown();
+  auto audits = Audits(cap);
+  REQUIRE(audits.size() == 3);
+  for (const auto& a : audits) CHECK(a["schema"] == "trousseau.audit/v1");
+  CHECK(audits[0]["op"] == "encrypt");
+  CHECK(audits[0]["vault_request_id"] == "enc-req-1");
+  CHECK(audits[0]["key_version"] == 3);
+  CHECK(audits[0]["uid"] == std::string(256, 'q'));
+  CHECK(audits[0]["uid_clipped"] == true);
+  CHECK(audits[0]["uid_bytes"] == 5000);
+  CHECK(audits[1]["op"] == "decrypt");
+  CHECK(audits[1]["vault_request_id"] == "dec-req-2");
+  CHECK(audits[1]["key_version"] == 2);  // from the ciphertext
+  CHECK(audits[1]["uid"] == "uid-d");
+  CHECK_FALSE(audits[1].contains("uid_clipped"));
+  CHECK(audits[2]["api"] == "v1beta1");
+  CHECK(audits[2]["key_version"] == 4);
+}
+
 TEST_CASE("v2 Decrypt refuses a ciphertext over 1024 bytes before the key service",
           "[kms][v2][negative]") {
   Server s;
@@ -352,7 +406,7 @@ TEST_CASE("v1beta1 errors map to the same gRPC code", "[kms][v1beta1][negative]"
   }
 }
 
-TEST_CASE("audit records clip the uid to 128 bytes and escape it: one parseable line each",
+TEST_CASE("audit records clip the uid to 256 bytes and escape it: one parseable line each",
           "[kms][v2][audit]") {
   Server s;
   fakes::LogCapture cap;
@@ -360,7 +414,8 @@ TEST_CASE("audit records clip the uid to 128 bytes and escape it: one parseable 
   const std::string huge(1 << 20, 'u');                                   // 1 MiB
   const std::string nasty = std::string("q\"uo\\te\nnew\rline\t\x01\x1b[31m\x7f") +
                             std::string("\0nul", 4);  // (proto3 strings must be UTF-8)
-  const std::string split = std::string(127, 'a') + "\xc3\xa9" + "tail";  // é across byte 128
+  const size_t n = log::kMaxAuditUidBytes;  // 256
+  const std::string split = std::string(n - 1, 'a') + "\xc3\xa9" + "tail";  // é across the clip
   for (const std::string& uid : {huge, nasty, split}) {
     grpc::ClientContext ctx;
     ::v2::EncryptRequest req;
@@ -381,14 +436,14 @@ TEST_CASE("audit records clip the uid to 128 bytes and escape it: one parseable 
   auto audits = Audits(cap);
   REQUIRE(audits.size() == 3);
   const std::string u0 = audits[0]["uid"];
-  CHECK(u0 == std::string(128, 'u'));
+  CHECK(u0 == std::string(n, 'u'));
+  CHECK(audits[0]["uid_clipped"] == true);
   CHECK(cap.all().size() < 64 * 1024);  // the 1 MiB uid is nowhere
   const std::string u1 = audits[1]["uid"];
   CHECK(u1 == nasty);  // escaped in the line, the same bytes once parsed
   const std::string u2 = audits[2]["uid"];
-  CHECK(u2.rfind(std::string(127, 'a'), 0) == 0);
+  CHECK(u2 == std::string(n - 1, 'a'));  // clipped before the split sequence, never inside it
   CHECK(u2.find("tail") == std::string::npos);
-  CHECK(u2.size() <= 128 + 2);  // the cut byte is replaced (U+FFFD), not passed through raw
 }
 
 }  // namespace

@@ -159,6 +159,35 @@ TEST_CASE("Decrypt posts the ciphertext and decodes the plaintext", "[transit]")
   CHECK(json::parse(req.body) == json{{"ciphertext", Ct(3)}});
 }
 
+TEST_CASE("Vault's request_id is kept for the audit record; odd ones are dropped", "[transit]") {
+  Fixture f;
+  const std::string id = "2e4c7a1b-5d3f-4c2a-9b8e-0f1a2b3c4d5e";
+  f.http.Respond(Method::kPost, kEncrypt, 200,
+                 json{{"request_id", id}, {"data", {{"ciphertext", Ct(2)}}}}.dump());
+  auto w = f.client.Encrypt(kPlain, 0, f.deadline);
+  REQUIRE(w.ok());
+  CHECK(w->request_id == id);
+  f.http.Respond(Method::kPost, kDecrypt, 200,
+                 json{{"request_id", id}, {"data", {{"plaintext", base64::Encode(kPlain)}}}}.dump());
+  auto u = f.client.Decrypt(Ct(2), f.deadline);
+  REQUIRE(u.ok());
+  CHECK(u->request_id == id);
+  for (const json& odd : {json(nullptr), json(42), json(""), json(std::string(65, 'a')),
+                          json("id with spaces"), json("id\"quote"), json("id\nnewline")}) {
+    INFO(odd.dump());
+    f.http.Respond(Method::kPost, kDecrypt, 200,
+                   json{{"request_id", odd}, {"data", {{"plaintext", base64::Encode(kPlain)}}}}.dump());
+    auto o = f.client.Decrypt(Ct(2), f.deadline);
+    REQUIRE(o.ok());  // an odd request_id never fails the call
+    CHECK(o->request_id.empty());
+  }
+  f.http.Respond(Method::kPost, kDecrypt, 200,
+                 json{{"data", {{"plaintext", base64::Encode(kPlain)}}}}.dump());
+  auto none = f.client.Decrypt(Ct(2), f.deadline);
+  REQUIRE(none.ok());
+  CHECK(none->request_id.empty());
+}
+
 TEST_CASE("Decrypt of an empty plaintext gives an empty buffer", "[transit]") {
   Fixture f;
   f.http.Respond(Method::kPost, kDecrypt, 200, R"({"data":{"plaintext":""}})");
