@@ -71,6 +71,9 @@ int Version() {
               google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION).c_str());
   std::printf("openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
   std::printf("libcurl %s\n", vault::CurlTransport::LibraryVersion().c_str());
+  std::printf("libcurl linkage: %s\n", vault::CurlTransport::LibraryLinkage());
+  std::printf("libcurl protocols: %s\n", vault::CurlTransport::LibraryProtocols().c_str());
+  std::printf("libcurl features: %s\n", vault::CurlTransport::LibraryFeatures().c_str());
   std::printf("kms apis v2, v1beta1\n");
   return kExitOk;
 }

@@ -186,6 +186,51 @@ absl::Status CurlTransport::GlobalInit() {
 
 std::string CurlTransport::LibraryVersion() { return curl_version(); }
 
+std::string CurlTransport::LibraryProtocols() {
+  const curl_version_info_data* v = curl_version_info(CURLVERSION_NOW);
+  std::string out;
+  for (const char* const* p = v->protocols; p != nullptr && *p != nullptr; ++p) {
+    if (!out.empty()) out += ' ';
+    out += *p;
+  }
+  return out;
+}
+
+std::string CurlTransport::LibraryFeatures() {
+  const curl_version_info_data* v = curl_version_info(CURLVERSION_NOW);
+  // Names as curl --version prints them, for the bits that say what the build carries.
+  static constexpr struct {
+    int bit;
+    const char* name;
+  } kFeatures[] = {
+      {CURL_VERSION_ASYNCHDNS, "AsynchDNS"}, {CURL_VERSION_IPV6, "IPv6"},
+      {CURL_VERSION_LARGEFILE, "Largefile"}, {CURL_VERSION_SSL, "SSL"},
+      {CURL_VERSION_THREADSAFE, "threadsafe"}, {CURL_VERSION_LIBZ, "libz"},
+      {CURL_VERSION_BROTLI, "brotli"}, {CURL_VERSION_ZSTD, "zstd"},
+      {CURL_VERSION_IDN, "IDN"}, {CURL_VERSION_PSL, "PSL"}, {CURL_VERSION_HTTP2, "HTTP2"},
+      {CURL_VERSION_HTTP3, "HTTP3"}, {CURL_VERSION_GSSAPI, "GSS-API"},
+      {CURL_VERSION_KERBEROS5, "Kerberos"}, {CURL_VERSION_SPNEGO, "SPNEGO"},
+      {CURL_VERSION_NTLM, "NTLM"}, {CURL_VERSION_TLSAUTH_SRP, "TLS-SRP"},
+      {CURL_VERSION_UNIX_SOCKETS, "UnixSockets"}, {CURL_VERSION_HTTPS_PROXY, "HTTPS-proxy"},
+      {CURL_VERSION_ALTSVC, "alt-svc"}, {CURL_VERSION_HSTS, "HSTS"},
+  };
+  std::string out;
+  for (const auto& f : kFeatures) {
+    if ((v->features & f.bit) == 0) continue;
+    if (!out.empty()) out += ' ';
+    out += f.name;
+  }
+  return out;
+}
+
+const char* CurlTransport::LibraryLinkage() {
+#ifdef TROUSSEAU_CURL_STATIC
+  return "static";
+#else
+  return "shared";
+#endif
+}
+
 CurlTransport::CurlTransport(const config::VaultConfig& vault,
                              std::shared_ptr<const TlsMaterial> tls)
     : cfg_(vault), tls_(std::move(tls)), share_(std::make_unique<Share>()) {
@@ -457,8 +502,12 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
   set(curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https"));
   set(curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L));
   set(curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L));
+#ifndef TROUSSEAU_CURL_STATIC
+  // Debian's libcurl.so honours proxy environment variables: switch them off. The static build
+  // (scripts/build-curl, --disable-proxy) has no proxy code and rejects these options.
   set(curl_easy_setopt(c, CURLOPT_PROXY, ""));
   set(curl_easy_setopt(c, CURLOPT_NOPROXY, "*"));
+#endif
   set(curl_easy_setopt(c, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2)));
   set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L));
   set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L));

@@ -32,6 +32,12 @@ class CurlTransport final : public HttpTransport {
 
   // libcurl's version line, for `trousseau version`.
   static std::string LibraryVersion();
+  // What the linked libcurl can do (curl_version_info), for `trousseau version`: its protocols
+  // ("http https" for the HTTPS-only build of scripts/build-curl), its feature names and how it
+  // was linked ("static" or "shared"), so an operator can see which build runs.
+  static std::string LibraryProtocols();
+  static std::string LibraryFeatures();
+  static const char* LibraryLinkage();
 
  private:
   struct Handle;

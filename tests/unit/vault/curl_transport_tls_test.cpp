@@ -489,3 +489,29 @@ TEST_CASE("CurlTransport does not trust the system CA store, even one that holds
 
 }  // namespace
 }  // namespace trousseau::vault
+
+namespace trousseau::vault {
+namespace {
+
+// The default build links the HTTPS-only libcurl of scripts/build-curl (issue 11): `trousseau
+// version` prints these lines so an operator can see which build runs. Against Debian's
+// libcurl.so (-DTROUSSEAU_CURL=system) only the linkage line is checked.
+TEST_CASE("The linked libcurl is the HTTPS-only static build", "[curl]") {
+  const std::string linkage = CurlTransport::LibraryLinkage();
+  REQUIRE((linkage == "static" || linkage == "shared"));
+  CHECK_THAT(CurlTransport::LibraryVersion(), Contains("OpenSSL/3."));
+  if (linkage != "static") return;
+  CHECK(CurlTransport::LibraryProtocols() == "http https");
+  const std::string features = " " + CurlTransport::LibraryFeatures() + " ";
+  CHECK_THAT(features, Contains(" SSL "));
+  CHECK_THAT(features, Contains(" AsynchDNS "));  // threaded resolver: lookups honour timeouts
+  for (const char* absent : {" libz ", " brotli ", " zstd ", " IDN ", " PSL ", " HTTP2 ", " HTTP3 ",
+                             " GSS-API ", " Kerberos ", " SPNEGO ", " NTLM ", " UnixSockets ",
+                             " HTTPS-proxy ", " alt-svc ", " HSTS ", " TLS-SRP "}) {
+    INFO(absent);
+    CHECK(features.find(absent) == std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace trousseau::vault
