@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -362,6 +364,25 @@ int Serve(const std::string& config_path, bool check_only) {
                {{"socket", sock}, {"reason", socket_lost}});
   } else {
     log::Info("stop", "signal received; finishing in-flight requests", {{"signal", strsignal(sig)}});
+  }
+  // gRPC unlinks its Unix socket path when the server shuts down, whatever socket is there by
+  // then. If another socket replaced ours (a new instance already serving there), shutting down
+  // would delete it: instead let our in-flight calls finish (bounded) and leave without the
+  // shutdown; the kernel closes our listener.
+  const std::string at_stop =
+      socket_lost.empty() && socket_id.ok() ? kms::SocketLost(sock, *socket_id) : socket_lost;
+  if (at_stop == "replaced by another socket") {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while ((p.limits->encrypt.in_flight() > 0 || p.limits->decrypt.in_flight() > 0) &&
+           std::chrono::steady_clock::now() < until) {
+      const timespec pause{0, 20 * 1000 * 1000};
+      nanosleep(&pause, nullptr);
+    }
+    log::Info("stop", "left the socket path to the socket that replaced ours; exiting without "
+              "a server shutdown", {{"socket", sock}});
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(socket_lost.empty() ? kExitOk : kExitRuntime);
   }
   // Probes and scrapes stop first: a probe during shutdown would only see a closing server.
   if (p.ops) p.ops->Stop();
