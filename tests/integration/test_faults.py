@@ -486,7 +486,7 @@ def fault_sigkill_under_load(plugin_factory, bao, kms):
     pl2 = plugin_factory.start(socket_path=pl.socket_path)
     wait_ok(pl2)
     recovery = time.monotonic() - t0
-    assert "stale" in pl2.stderr_text() or pl2.socket_is_socket()
+    assert '"event":"socket.stale"' in pl2.stderr_text(), pl2.output_text()
     encrypt_some(pl2, 3, "after")
     report("sigkill-under-load", caller_errors=len(errors),
            restart_with_stale_socket_s=f"{recovery:.2f}")
