@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -96,6 +98,7 @@ struct Plugin {
   std::unique_ptr<vault::auth::TokenFileRenewer> renewer;  // token file: keeps the token alive
   std::unique_ptr<vault::TransitClient> transit;
   std::unique_ptr<envelope::TransitKeyService> keys;
+  std::unique_ptr<kms::CallLimits> limits;
   std::unique_ptr<kms::V2Service> v2;
   std::unique_ptr<kms::V1Beta1Service> v1;
   std::unique_ptr<grpc::Server> server;
@@ -261,8 +264,13 @@ int Serve(const std::string& config_path, bool check_only) {
   metrics::SetVaultNodes(cfg->vault.addresses);
   metrics::SetBuildInfo(TROUSSEAU_VERSION, TROUSSEAU_GIT_REVISION,
                         metrics::ShortTlsLibraryName(OpenSSL_version(OPENSSL_VERSION)));
-  p.v2 = std::make_unique<kms::V2Service>(*p.keys);
-  p.v1 = std::make_unique<kms::V1Beta1Service>(*p.keys, TROUSSEAU_VERSION);
+  // Audit records the bounded log queue had to drop (a stalled stderr): the alert's source.
+  metrics::SetAuditDroppedSource([] { return log::DroppedAuditRecords(); });
+  p.limits = std::make_unique<kms::CallLimits>(
+      static_cast<uint32_t>(cfg->limits.max_in_flight_encrypt),
+      static_cast<uint32_t>(cfg->limits.max_in_flight_decrypt));
+  p.v2 = std::make_unique<kms::V2Service>(*p.keys, p.limits.get());
+  p.v1 = std::make_unique<kms::V1Beta1Service>(*p.keys, TROUSSEAU_VERSION, p.limits.get());
 
   // 3. The socket, bound as root if we are root; created 0600 through the umask, then set to
   //    the configured mode and group.
@@ -275,6 +283,12 @@ int Serve(const std::string& config_path, bool check_only) {
   builder.RegisterService(p.v1.get());
   builder.SetMaxReceiveMessageSize(256 * 1024);
   builder.SetMaxSendMessageSize(256 * 1024);
+  // The sync server makes a thread per call it runs: bound them, so that a burst of callers is
+  // shed (by the limits above, or by gRPC itself with RESOURCE_EXHAUSTED) instead of growing
+  // threads without bound. The budget leaves room for Status beyond both limits.
+  grpc::ResourceQuota quota("trousseau-kms");
+  quota.SetMaxThreads(static_cast<int>(kms::ServerThreadBudget(*p.limits)));
+  builder.SetResourceQuota(quota);
   const mode_t old_umask = umask(0177);
   p.server = builder.BuildAndStart();
   umask(old_umask);
@@ -349,16 +363,59 @@ int Serve(const std::string& config_path, bool check_only) {
                                  {"seccomp", cfg->seccomp == config::SeccompMode::kEnforce ? "enforce"
                                              : cfg->seccomp == config::SeccompMode::kLog ? "log" : "disabled"},
                                  {"version", TROUSSEAU_VERSION}});
+  // Wait for a stop signal, and check each second that the socket is still ours. If it was
+  // deleted or replaced, kube-apiserver can no longer reach us: exit (code 1) with a clear
+  // line so that kubelet restarts the plugin, which binds a fresh socket (docs/operations.md).
+  const auto socket_id = kms::SocketIdentity(sock);
   int sig = 0;
-  sigwait(&stop_signals, &sig);
-  log::Info("stop", "signal received; finishing in-flight requests", {{"signal", strsignal(sig)}});
+  std::string socket_lost;
+  for (;;) {
+    const timespec tick{1, 0};
+    sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig > 0) break;
+    if (socket_id.ok()) {
+      socket_lost = kms::SocketLost(sock, *socket_id);
+      if (!socket_lost.empty()) break;
+    }
+  }
+  if (!socket_lost.empty()) {
+    log::Error("socket", "the KMS socket is gone; exiting so that the plugin is restarted",
+               {{"socket", sock}, {"reason", socket_lost}});
+  } else {
+    log::Info("stop", "signal received; finishing in-flight requests", {{"signal", strsignal(sig)}});
+  }
+  // gRPC unlinks its Unix socket path when the server shuts down, whatever socket is there by
+  // then. If another socket replaced ours (a new instance already serving there), shutting down
+  // would delete it: instead let our in-flight calls finish (bounded) and leave without the
+  // shutdown; the kernel closes our listener.
+  const std::string at_stop =
+      socket_lost.empty() && socket_id.ok() ? kms::SocketLost(sock, *socket_id) : socket_lost;
+  if (at_stop == "replaced by another socket") {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while ((p.limits->encrypt.in_flight() > 0 || p.limits->decrypt.in_flight() > 0) &&
+           std::chrono::steady_clock::now() < until) {
+      const timespec pause{0, 20 * 1000 * 1000};
+      nanosleep(&pause, nullptr);
+    }
+    log::Info("stop", "left the socket path to the socket that replaced ours; exiting without "
+              "a server shutdown", {{"socket", sock}});
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(socket_lost.empty() ? kExitOk : kExitRuntime);
+  }
   // Probes and scrapes stop first: a probe during shutdown would only see a closing server.
   if (p.ops) p.ops->Stop();
   p.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   p.server->Wait();
   p.keys->Stop();
   if (p.renewer) p.renewer->Stop();
-  kms::RemoveSocket(sock);
+  if (!socket_lost.empty()) {
+    // Whatever is at the path now is not ours: leave it.
+    log::Info("stop", "stopped after losing the socket");
+    return kExitRuntime;
+  }
+  // Removed only if still ours (a stop signal could follow a replacement within the second).
+  if (!socket_id.ok() || kms::SocketLost(sock, *socket_id).empty()) kms::RemoveSocket(sock);
   log::Info("stop", "stopped cleanly");
   // Flush what is queued, bounded: a stderr nobody reads must not hold the exit.
   log::StopWriter(std::chrono::seconds(2));

@@ -839,6 +839,23 @@ absl::Status ParseStatus(const Section& root, StatusConfig& status) {
   return absl::OkStatus();
 }
 
+absl::Status ParseLimits(const Section& root, LimitsConfig& limits) {
+  Section s, m;
+  if (absl::Status st = SubSection(root, "limits", {"max_in_flight"}, s); !st.ok()) return st;
+  if (absl::Status st = SubSection(s, "max_in_flight", {"encrypt", "decrypt"}, m); !st.ok()) {
+    return st;
+  }
+  // At least 1 (0 would refuse every call); at most 4096, past which the server's thread
+  // budget (one thread per call in flight) stops being a bound.
+  if (absl::Status st = GetUint(m, "encrypt", limits.max_in_flight_encrypt); !st.ok()) return st;
+  if (absl::Status st = CheckRange("limits.max_in_flight.encrypt", limits.max_in_flight_encrypt, 1, 4096);
+      !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = GetUint(m, "decrypt", limits.max_in_flight_decrypt); !st.ok()) return st;
+  return CheckRange("limits.max_in_flight.decrypt", limits.max_in_flight_decrypt, 1, 4096);
+}
+
 absl::Status ParseLog(const Section& root, LogLevel& level, uint64_t& queue_lines) {
   Section s;
   if (absl::Status st = SubSection(root, "log", {"level", "queue_lines"}, s); !st.ok()) return st;
@@ -967,7 +984,7 @@ namespace {
 absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = CheckDocuments(docs); !st.ok()) return st;
   Section root;
-  if (absl::Status st = OpenSection(docs[0], "", {"socket", "vault", "status", "log",
+  if (absl::Status st = OpenSection(docs[0], "", {"socket", "vault", "status", "limits", "log",
                                                   "privileges", "seccomp", "hygiene", "http"},
                                   root);
       !st.ok()) {
@@ -977,6 +994,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = ParseSocket(root, config.socket); !st.ok()) return st;
   if (absl::Status st = ParseVault(root, config.vault); !st.ok()) return st;
   if (absl::Status st = ParseStatus(root, config.status); !st.ok()) return st;
+  if (absl::Status st = ParseLimits(root, config.limits); !st.ok()) return st;
   if (absl::Status st = ParseLog(root, config.log_level, config.log_queue_lines); !st.ok()) return st;
   if (absl::Status st = ParsePrivileges(root, config.privileges); !st.ok()) return st;
   if (absl::Status st = ParseSeccomp(root, config.seccomp); !st.ok()) return st;

@@ -68,6 +68,13 @@ struct HttpConfig {
   bool loopback = true;                   // false: reachable from other hosts (main warns)
 };
 
+// limits.max_in_flight: Encrypt/Decrypt calls that may run at once; more are refused with
+// RESOURCE_EXHAUSTED (kms/services.h). Defaults equal kms::CallLimits' (docs/configuration.md).
+struct LimitsConfig {
+  uint64_t max_in_flight_encrypt = 32;
+  uint64_t max_in_flight_decrypt = 64;
+};
+
 struct PrivilegesConfig {
   uint32_t uid = 65532;
   uint32_t gid = 65532;
@@ -77,6 +84,7 @@ struct Config {
   SocketConfig socket;
   VaultConfig vault;
   StatusConfig status;
+  LimitsConfig limits;
   LogLevel log_level = LogLevel::kInfo;
   uint64_t log_queue_lines = 4096;  // log.queue_lines: lines buffered before new ones are dropped
   PrivilegesConfig privileges;

@@ -112,7 +112,46 @@ class CallRecord {
   metrics::KmsInFlight in_flight_;
 };
 
+// Holds one slot of a limit for the call's lifetime; empty when the limit refused the call.
+class Slot {
+ public:
+  explicit Slot(InFlightLimit* limit) : limit_(limit) {
+    if (limit_ != nullptr && !limit_->TryAcquire()) {
+      refused_ = absl::ResourceExhaustedError(limit_->RefusalMessage());
+      limit_ = nullptr;
+    }
+  }
+  ~Slot() {
+    if (limit_ != nullptr) limit_->Release();
+  }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+  bool refused() const { return !refused_.ok(); }
+  const absl::Status& status() const { return refused_; }
+
+ private:
+  InFlightLimit* limit_;
+  absl::Status refused_;
+};
+
+InFlightLimit* EncryptLimit(CallLimits* l) { return l == nullptr ? nullptr : &l->encrypt; }
+InFlightLimit* DecryptLimit(CallLimits* l) { return l == nullptr ? nullptr : &l->decrypt; }
+
 }  // namespace
+
+bool InFlightLimit::TryAcquire() {
+  uint32_t cur = in_flight_.load(std::memory_order_acquire);
+  do {
+    if (cur >= max_) return false;
+  } while (!in_flight_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel));
+  return true;
+}
+
+std::string InFlightLimit::RefusalMessage() const {
+  return "too many concurrent " + method_ + " calls: " + std::to_string(max_) +
+         " already in flight (limit " + key_ + " = " + std::to_string(max_) +
+         "); retry with backoff, or raise the limit if Vault keeps up";
+}
 
 grpc::Status ToGrpc(const absl::Status& st) {
   if (st.ok()) return grpc::Status::OK;
@@ -144,8 +183,11 @@ grpc::Status V2Service::Status(grpc::ServerContext* ctx, const ::v2::StatusReque
 grpc::Status V2Service::Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptRequest* req,
                                 ::v2::EncryptResponse* resp) {
   CallRecord rec("v2", "encrypt", "Encrypt", req->uid());
+  Slot slot(EncryptLimit(limits_));
   absl::StatusOr<envelope::EncryptResult> r = absl::UnknownError("not run");
-  if (absl::Status fits = envelope::CheckV2WrappedSizeFits(req->plaintext()); !fits.ok()) {
+  if (slot.refused()) {
+    r = slot.status();
+  } else if (absl::Status fits = envelope::CheckV2WrappedSizeFits(req->plaintext()); !fits.ok()) {
     r = fits;
   } else {
     r = keys_.Encrypt(req->plaintext(), CallDeadline(ctx, kMaxCallTime));
@@ -179,7 +221,10 @@ grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptReq
   absl::StatusOr<envelope::DecryptResult> r = absl::InvalidArgumentError(
       "ciphertext is " + std::to_string(req->ciphertext().size()) + " bytes; the KMS v2 limit is " +
       std::to_string(vault::kMaxCiphertextBytes));
-  if (req->ciphertext().size() <= vault::kMaxCiphertextBytes) {
+  Slot slot(DecryptLimit(limits_));
+  if (slot.refused()) {
+    r = slot.status();
+  } else if (req->ciphertext().size() <= vault::kMaxCiphertextBytes) {
     r = keys_.Decrypt(req->ciphertext(), req->key_id(), annotations, CallDeadline(ctx, kMaxCallTime));
   }
   rec.Finish(r.status());
@@ -205,7 +250,10 @@ grpc::Status V1Beta1Service::Encrypt(grpc::ServerContext* ctx,
                                      const ::v1beta1::EncryptRequest* req,
                                      ::v1beta1::EncryptResponse* resp) {
   CallRecord rec("v1beta1", "encrypt", "Encrypt", "");
-  auto r = keys_.Encrypt(req->plain(), CallDeadline(ctx, kMaxCallTime));
+  Slot slot(EncryptLimit(limits_));
+  absl::StatusOr<envelope::EncryptResult> r =
+      slot.refused() ? absl::StatusOr<envelope::EncryptResult>(slot.status())
+                     : keys_.Encrypt(req->plain(), CallDeadline(ctx, kMaxCallTime));
   rec.SetSizes(req->plain().size(), r.ok() ? r->ciphertext.size() : 0);
   WipeField(req->plain());
   rec.Finish(r.status());
@@ -223,7 +271,10 @@ grpc::Status V1Beta1Service::Decrypt(grpc::ServerContext* ctx,
                                      ::v1beta1::DecryptResponse* resp) {
   CallRecord rec("v1beta1", "decrypt", "Decrypt", "");
   rec.SetVersionFrom(req->cipher());
-  auto r = keys_.Decrypt(req->cipher(), "", {}, CallDeadline(ctx, kMaxCallTime));
+  Slot slot(DecryptLimit(limits_));
+  absl::StatusOr<envelope::DecryptResult> r =
+      slot.refused() ? absl::StatusOr<envelope::DecryptResult>(slot.status())
+                     : keys_.Decrypt(req->cipher(), "", {}, CallDeadline(ctx, kMaxCallTime));
   rec.Finish(r.status());
   rec.SetSizes(req->cipher().size(), r.ok() ? r->plaintext.size() : 0);
   if (!r.ok()) return ToGrpc(r.status());

@@ -109,6 +109,24 @@ absl::Status SecureSocket(const std::string& path, const SocketPlan& plan, mode_
   return absl::OkStatus();
 }
 
+absl::StatusOr<SocketId> SocketIdentity(const std::string& path) {
+  struct stat sb{};
+  if (::lstat(path.c_str(), &sb) != 0) {
+    return absl::InternalError("cannot stat socket " + path + ": " + std::strerror(errno));
+  }
+  return SocketId{sb.st_dev, sb.st_ino};
+}
+
+std::string SocketLost(const std::string& path, const SocketId& id) {
+  struct stat sb{};
+  if (::lstat(path.c_str(), &sb) != 0) {
+    return errno == ENOENT ? "deleted" : std::string("cannot stat: ") + std::strerror(errno);
+  }
+  if (!S_ISSOCK(sb.st_mode)) return "replaced by another file";
+  if (sb.st_dev != id.dev || sb.st_ino != id.ino) return "replaced by another socket";
+  return "";
+}
+
 void RemoveSocket(const std::string& path) {
   struct stat sb {};
   if (::lstat(path.c_str(), &sb) != 0 || !S_ISSOCK(sb.st_mode)) return;

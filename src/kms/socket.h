@@ -24,6 +24,17 @@ absl::Status SecureSocket(const std::string& path, const SocketPlan& plan, mode_
                           std::optional<gid_t> group, std::optional<uid_t> owner,
                           std::optional<gid_t> owner_group);
 
+// What identifies the socket file we bound: its device and inode.
+struct SocketId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+absl::StatusOr<SocketId> SocketIdentity(const std::string& path);
+
+// "" while `path` is still the socket `id`; else why not ("deleted", "replaced by another
+// file", "replaced by another socket").
+std::string SocketLost(const std::string& path, const SocketId& id);
+
 // Removes the socket file if it is still ours (a socket). Logs, never fails the shutdown.
 void RemoveSocket(const std::string& path);
 

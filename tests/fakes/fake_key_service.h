@@ -1,6 +1,7 @@
 // FakeKeyService: what the gRPC adapters see, scripted. Records the last call's inputs.
 #pragma once
 
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <string>
@@ -14,6 +15,7 @@ class FakeKeyService final : public envelope::KeyService {
  public:
   absl::StatusOr<envelope::EncryptResult> Encrypt(std::string_view plaintext,
                                                   Deadline deadline) override {
+    WaitAtGate();
     std::lock_guard<std::mutex> g(mu_);
     ++encrypt_calls_;
     last_plaintext_ = std::string(plaintext);
@@ -25,6 +27,7 @@ class FakeKeyService final : public envelope::KeyService {
   absl::StatusOr<envelope::DecryptResult> Decrypt(
       std::string_view ciphertext, std::string_view key_id,
       const std::map<std::string, std::string>& annotations, Deadline deadline) override {
+    WaitAtGate();
     std::lock_guard<std::mutex> g(mu_);
     ++decrypt_calls_;
     last_ciphertext_ = std::string(ciphertext);
@@ -74,6 +77,29 @@ class FakeKeyService final : public envelope::KeyService {
     health_ = std::move(h);
   }
 
+  // A gate: while closed, Encrypt and Decrypt block (no sleeps: tests wait for the count of
+  // blocked calls, then open it). Open by default.
+  void CloseGate() {
+    std::lock_guard<std::mutex> g(gate_mu_);
+    gate_closed_ = true;
+  }
+  void OpenGate() {
+    {
+      std::lock_guard<std::mutex> g(gate_mu_);
+      gate_closed_ = false;
+    }
+    gate_cv_.notify_all();
+  }
+  // Waits until `n` calls are blocked at the gate; false after `timeout` (a failed test, not a hang).
+  bool WaitForBlocked(int n, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> g(gate_mu_);
+    return gate_cv_.wait_for(g, timeout, [&] { return blocked_ >= n; });
+  }
+  int blocked() const {
+    std::lock_guard<std::mutex> g(gate_mu_);
+    return blocked_;
+  }
+
   // Observations.
   std::string last_plaintext() const { std::lock_guard<std::mutex> g(mu_); return last_plaintext_; }
   std::string last_ciphertext() const { std::lock_guard<std::mutex> g(mu_); return last_ciphertext_; }
@@ -88,6 +114,19 @@ class FakeKeyService final : public envelope::KeyService {
   int health_calls() const { std::lock_guard<std::mutex> g(mu_); return health_calls_; }
 
  private:
+  void WaitAtGate() {
+    std::unique_lock<std::mutex> g(gate_mu_);
+    if (!gate_closed_) return;
+    ++blocked_;
+    gate_cv_.notify_all();
+    gate_cv_.wait(g, [&] { return !gate_closed_; });
+    --blocked_;
+  }
+
+  mutable std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool gate_closed_ = false;
+  int blocked_ = 0;
   mutable std::mutex mu_;
   envelope::EncryptResult encrypt_result_;
   absl::Status encrypt_error_;

@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import re
+import urllib.request
 import socket
 import subprocess
 import time
@@ -291,6 +292,13 @@ def test_kms_calls_complete_while_stderr_is_a_pipe_nobody_reads(plugin_factory, 
         r = pl.encrypt(b"s" * 32, uid=f"pipe-{i}", timeout=10.0)
         assert r.ciphertext.startswith(b"vault:v")
     elapsed = time.monotonic() - t0
+    # The drops are visible to monitoring while stderr is still stuck (the alert's source).
+    with urllib.request.urlopen(f"http://127.0.0.1:{pl.http_port}/metrics", timeout=10) as resp:
+        exposition = resp.read().decode()
+    m = re.search(r"^trousseau_audit_records_dropped_total (\S+)$", exposition, re.M)
+    assert m, exposition[:2000]
+    dropped_metric = float(m.group(1))
+    assert dropped_metric > 0
     # Now the log reader comes back: the queued lines and the drop report arrive.
     drainer = pl.drain_stderr()
     deadline = time.monotonic() + 20
@@ -307,6 +315,7 @@ def test_kms_calls_complete_while_stderr_is_a_pipe_nobody_reads(plugin_factory, 
     assert dropped > 0
     # Every call is accounted for: written, or dropped and counted.
     assert seen + dropped == calls, (seen, dropped, elapsed)
+    assert dropped_metric == dropped  # no audit record was dropped after the load
 
     path = os.path.join(it_dir, "audit-pipe.log")
     with open(path, "w") as f:

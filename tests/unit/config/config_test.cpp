@@ -734,6 +734,33 @@ TEST_CASE("status periods are bounded and ordered") {
              Contains("status.stale_after: invalid duration"));
 }
 
+TEST_CASE("limits.max_in_flight defaults and bounds") {
+  const auto limits = [](const std::string& lines) {
+    return kMinimal + "limits:\n  max_in_flight:\n" + lines;
+  };
+  const Config d = MustParse(kMinimal);
+  CHECK(d.limits.max_in_flight_encrypt == 32);
+  CHECK(d.limits.max_in_flight_decrypt == 64);
+  const Config c = MustParse(limits("    encrypt: 1\n    decrypt: 4096\n"));
+  CHECK(c.limits.max_in_flight_encrypt == 1);
+  CHECK(c.limits.max_in_flight_decrypt == 4096);
+  CHECK(MustParse(kMinimal + "limits: {}\n").limits.max_in_flight_decrypt == 64);
+  CHECK_THAT(ErrorOf(limits("    encrypt: 0\n")),
+             Contains("limits.max_in_flight.encrypt: must be between 1 and 4096, got 0"));
+  CHECK_THAT(ErrorOf(limits("    decrypt: 4097\n")),
+             Contains("limits.max_in_flight.decrypt: must be between 1 and 4096, got 4097"));
+  CHECK_THAT(ErrorOf(limits("    decrypt: -1\n")),
+             Contains("limits.max_in_flight.decrypt: expected a decimal integer"));
+  CHECK_THAT(ErrorOf(limits("    encrypt: \"8\"\n")), Contains("limits.max_in_flight.encrypt"));
+  CHECK_THAT(ErrorOf(limits("    encrypt: 1.5\n")), Contains("limits.max_in_flight.encrypt"));
+  CHECK_THAT(ErrorOf(limits("    status: 5\n")),
+             Contains("unknown key \"limits.max_in_flight.status\""));
+  CHECK_THAT(ErrorOf(kMinimal + "limits:\n  max_inflight: 5\n"),
+             Contains("unknown key \"limits.max_inflight\""));
+  CHECK_THAT(ErrorOf(kMinimal + "limits:\n  max_in_flight: 5\n"),
+             Contains("limits.max_in_flight"));
+}
+
 TEST_CASE("log.level and seccomp.mode are enumerations") {
   CHECK_THAT(ErrorOf(kMinimal + "log:\n  level: verbose\n"),
              Contains("log.level: must be one of debug, info, warn, error; got \"verbose\""));

@@ -9,11 +9,13 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fakes/fake_key_service.h"
 #include "fakes/log_capture.h"
 #include "fakes/temp_dir.h"
+#include "observability/metrics.h"
 #include "vault/ciphertext.h"
 
 namespace trousseau::kms {
@@ -444,6 +446,148 @@ TEST_CASE("audit records clip the uid to 256 bytes and escape it: one parseable 
   const std::string u2 = audits[2]["uid"];
   CHECK(u2 == std::string(n - 1, 'a'));  // clipped before the split sequence, never inside it
   CHECK(u2.find("tail") == std::string::npos);
+}
+
+}  // namespace
+}  // namespace trousseau::kms
+
+namespace trousseau::kms {
+namespace {
+
+// ---- bounded concurrency --------------------------------------------------------------------
+
+namespace limits_test {
+
+// A server whose Encrypt/Decrypt are limited (2 and 3 in flight) and whose thread count is
+// bounded as main() bounds it.
+struct LimitedServer {
+  fakes::TempDir dir;
+  FakeKeyService keys;
+  CallLimits limits{2, 3};
+  V2Service v2{keys, &limits};
+  V1Beta1Service v1{keys, "0.1.0-test", &limits};
+  std::unique_ptr<grpc::Server> server;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<::v2::KeyManagementService::Stub> v2_stub;
+  std::unique_ptr<::v1beta1::KeyManagementService::Stub> v1_stub;
+
+  LimitedServer() {
+    const std::string addr = "unix:" + dir.Path("kms.sock");
+    grpc::ServerBuilder b;
+    grpc::ResourceQuota quota("test");
+    quota.SetMaxThreads(static_cast<int>(ServerThreadBudget(limits)));
+    b.SetResourceQuota(quota);
+    b.AddListeningPort(addr, grpc::InsecureServerCredentials());
+    b.RegisterService(&v2);
+    b.RegisterService(&v1);
+    server = b.BuildAndStart();
+    REQUIRE(server != nullptr);
+    channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+    v2_stub = ::v2::KeyManagementService::NewStub(channel);
+    v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
+  }
+  ~LimitedServer() {
+    keys.OpenGate();
+    server->Shutdown();
+    server->Wait();
+  }
+
+  grpc::Status Encrypt() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+    ::v2::EncryptRequest req;
+    req.set_uid("u");
+    req.set_plaintext("p");
+    ::v2::EncryptResponse resp;
+    return v2_stub->Encrypt(&ctx, req, &resp);
+  }
+  grpc::Status Decrypt() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+    ::v2::DecryptRequest req;
+    req.set_uid("u");
+    req.set_ciphertext(Ct());
+    req.set_key_id("transit/k:v3");
+    ::v2::DecryptResponse resp;
+    return v2_stub->Decrypt(&ctx, req, &resp);
+  }
+};
+
+}  // namespace limits_test
+
+TEST_CASE("Encrypt and Decrypt over their limits are refused; Status still answers",
+          "[kms][limits]") {
+  limits_test::LimitedServer s;
+  s.keys.SetEncryptResult(Wrapped(Ct(), "transit/k:v3"));
+  s.keys.SetDecryptResult("p");
+  fakes::LogCapture cap;
+  s.keys.CloseGate();
+  // Fill both limits with calls held inside the key service.
+  std::vector<std::thread> held;
+  std::vector<grpc::StatusCode> held_codes(5, grpc::StatusCode::UNKNOWN);
+  for (int i = 0; i < 2; ++i) held.emplace_back([&, i] { held_codes[i] = s.Encrypt().error_code(); });
+  for (int i = 2; i < 5; ++i) held.emplace_back([&, i] { held_codes[i] = s.Decrypt().error_code(); });
+  REQUIRE(s.keys.WaitForBlocked(5, 20s));
+  CHECK(s.limits.encrypt.in_flight() == 2);
+  CHECK(s.limits.decrypt.in_flight() == 3);
+
+  // The next Encrypt and Decrypt are shed at once, naming the limit and its config key.
+  const grpc::Status enc = s.Encrypt();
+  CHECK(enc.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK_THAT(enc.error_message(), Contains("too many concurrent Encrypt calls") &&
+                                      Contains("limits.max_in_flight.encrypt = 2"));
+  const grpc::Status dec = s.Decrypt();
+  CHECK(dec.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK_THAT(dec.error_message(), Contains("limits.max_in_flight.decrypt = 3"));
+  // v1beta1 shares the limits.
+  {
+    grpc::ClientContext ctx;
+    ::v1beta1::EncryptRequest req;
+    req.set_plain("p");
+    ::v1beta1::EncryptResponse resp;
+    CHECK(s.v1_stub->Encrypt(&ctx, req, &resp).error_code() ==
+          grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  // A refused call never reached the key service, and was audited with its code.
+  CHECK(s.keys.blocked() == 5);
+  CHECK(s.keys.encrypt_calls() == 0);
+  bool audited = false;
+  for (const auto& a : Audits(cap)) {
+    if (a.value("code", "") == "RESOURCE_EXHAUSTED") audited = true;
+  }
+  CHECK(audited);
+  CHECK_THAT(metrics::Exposition(), Contains("code=\"RESOURCE_EXHAUSTED\""));
+
+  // Status is not limited: many in a row answer while both limits are full.
+  for (int i = 0; i < 50; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ::v2::StatusRequest req;
+    ::v2::StatusResponse resp;
+    REQUIRE(s.v2_stub->Status(&ctx, req, &resp).ok());
+    CHECK(resp.healthz() == "ok");
+  }
+
+  // Released: the held calls succeed and the slots are free again.
+  s.keys.OpenGate();
+  for (auto& t : held) t.join();
+  for (auto c : held_codes) CHECK(c == grpc::StatusCode::OK);
+  CHECK(s.limits.encrypt.in_flight() == 0);
+  CHECK(s.limits.decrypt.in_flight() == 0);
+  CHECK(s.Encrypt().ok());
+  CHECK(s.Decrypt().ok());
+}
+
+TEST_CASE("a refused call frees nothing it did not take", "[kms][limits][negative]") {
+  InFlightLimit l("Encrypt", "limits.max_in_flight.encrypt", 1);
+  REQUIRE(l.TryAcquire());
+  CHECK_FALSE(l.TryAcquire());
+  CHECK_FALSE(l.TryAcquire());
+  CHECK(l.in_flight() == 1);
+  l.Release();
+  CHECK(l.in_flight() == 0);
+  CHECK(l.TryAcquire());
+  CHECK_THAT(l.RefusalMessage(), Contains("limits.max_in_flight.encrypt = 1"));
 }
 
 }  // namespace

@@ -159,6 +159,29 @@ TEST_CASE("RemoveSocket removes only a socket", "[socket]") {
   CHECK(Exists(d));
 }
 
+TEST_CASE("SocketLost tells a deleted or replaced socket from ours", "[socket]") {
+  TempDir dir;
+  const std::string path = dir.Path("kms.sock");
+  CHECK_FALSE(SocketIdentity(path).ok());  // nothing there yet
+  int fd = BindAt(path, true);
+  auto id = SocketIdentity(path);
+  REQUIRE(id.ok());
+  CHECK(SocketLost(path, *id).empty());
+  CHECK(SocketLost(path, *id).empty());  // asking twice changes nothing
+  ::unlink(path.c_str());
+  CHECK(SocketLost(path, *id) == "deleted");
+  const int other = BindAt(path, true);  // another socket at the same path
+  CHECK(SocketLost(path, *id) == "replaced by another socket");
+  ::close(other);
+  ::unlink(path.c_str());
+  dir.Write("kms.sock", "not a socket");
+  CHECK(SocketLost(path, *id) == "replaced by another file");
+  ::unlink(path.c_str());
+  std::filesystem::create_directory(path);
+  CHECK(SocketLost(path, *id) == "replaced by another file");
+  ::close(fd);
+}
+
 TEST_CASE("SecureSocket sets the mode and group", "[socket]") {
   TempDir dir;
   const std::string path = dir.Path("sub/kms.sock");
