@@ -304,7 +304,8 @@ TEST_CASE("doctor transit key checks", "[doctor][vault]") {
 
   auto del = GoodKey();
   del["deletion_allowed"] = true;
-  auto d = Find(EvaluateKey("transit", "k", del), "transit key transit/k deletion_allowed");
+  const auto del_checks = EvaluateKey("transit", "k", del);  // Find points into it: keep it alive
+  auto d = Find(del_checks, "transit key transit/k deletion_allowed");
   CHECK(d->result == Result::kWarn);
   CHECK_THAT(d->fix, Contains("deletion_allowed=false"));
 
@@ -318,7 +319,8 @@ TEST_CASE("doctor transit key checks", "[doctor][vault]") {
 
   auto raised = GoodKey();
   raised["min_decryption_version"] = 3;
-  auto v = Find(EvaluateKey("transit", "k", raised), "transit key transit/k versions");
+  const auto raised_checks = EvaluateKey("transit", "k", raised);
+  auto v = Find(raised_checks, "transit key transit/k versions");
   CHECK(v->result == Result::kOk);
   CHECK_THAT(v->detail, Contains("only version 3 decrypts"));
   CHECK_THAT(v->detail, Contains("below 3 is unreadable"));

@@ -293,11 +293,15 @@ TEST_CASE("SecretBuffer pages are excluded from dumps, wiped on fork and locked 
   INFO("VmFlags:" << m.vmflags);
   CHECK(m.vmflags.find(" dd ") != std::string::npos);  // MADV_DONTDUMP
   CHECK(m.vmflags.find(" wf ") != std::string::npos);  // MADV_WIPEONFORK
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's mlock interceptor does nothing and returns 0
   if (SecretBuffer::LockFailures() == failures_before && ::geteuid() == 0) {
     // Root has CAP_IPC_LOCK: mlock cannot fail, so the pages must show as locked.
     CHECK(m.vmflags.find(" lo ") != std::string::npos);
     CHECK(m.locked_kb >= static_cast<long>(3 * Page() / 1024));
   }
+#else
+  (void)failures_before;
+#endif
 }
 
 TEST_CASE("SecretBuffer pages are wiped in a forked child (MADV_WIPEONFORK)", "[secret_buffer]") {
@@ -311,6 +315,9 @@ TEST_CASE("SecretBuffer pages are wiped in a forked child (MADV_WIPEONFORK)", "[
   CHECK(b.view() == "fork-secret");  // the parent keeps it
 }
 
+// ASan moves stack buffers to its own fake stacks and poisons dead frames: the probe cannot
+// work there, so this runs in the release build (scripts/test stage 3) only.
+#if !defined(__SANITIZE_ADDRESS__)
 std::atomic<uintptr_t> g_planted{0};
 constexpr size_t kPlant = 4096;
 
@@ -342,6 +349,7 @@ TEST_CASE("ScrubStack zeroes a pattern left in a dead stack frame", "[wiping_all
   // x86-64 with GCC 12 -O2), everything else is zeroed.
   CHECK(after <= 16);
 }
+#endif
 
 TEST_CASE("WipingString behaves as a string; ScrubStack returns", "[wiping_allocator]") {
   WipingString s = "plaintext";
