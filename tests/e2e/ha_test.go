@@ -203,7 +203,7 @@ func startPair(t *testing.T, bin, dir, suffix, etcdURL string, enc [2]string, p 
 		wg.Add(1)
 		go func() {
 			defer wg.Done() // startAPIServer's t.Fatalf only ends this goroutine: checked below
-			out[i] = startAPIServer(t, bin, dir, fmt.Sprintf("kube-apiserver-%c%s", 'A'+i, suffix), etcdURL, enc[i], p, timeout)
+			out[i] = startAPIServer(t, bin, dir, fmt.Sprintf("kube-apiserver-%c%s", 'A'+i, suffix), etcdURL, []string{"--encryption-provider-config=" + enc[i]}, p, timeout)
 		}()
 	}
 	wg.Wait()

@@ -97,7 +97,7 @@ func TestKubernetesAuthTokenReview(t *testing.T) {
 	p := makePKI(t, filepath.Join(dir, "pki"))
 	encCfg := filepath.Join(dir, "encryption-config.yaml")
 	writeEncryptionConfig(t, encCfg, providerName, env.socket)
-	api := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-tr", et.clientURL, encCfg, p, env.startTimeout)
+	api := startAPIServer(t, env.apiserverBin, dir, "kube-apiserver-tr", et.clientURL, []string{"--encryption-provider-config=" + encCfg}, p, env.startTimeout)
 	t.Logf("kube-apiserver ready at %s, Secrets encrypted through the harness's (token-auth) plugin", api.url)
 
 	const ns = "kube-system"
