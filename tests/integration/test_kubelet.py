@@ -285,6 +285,27 @@ def test_kms_round_trip_over_the_socket(node, openbao):
     assert vault_decrypt(openbao, resp.ciphertext) == seed
 
 
+def test_kube_apiserver_stores_secrets_through_the_static_pod(node):
+    """A real kube-apiserver (the e2e build, with etcd) pointed at the socket of the plugin
+    kubelet started: Secrets are stored as k8s:enc:kms:v2:trousseau: and read back
+    (tests/e2e/staticpod_test.go)."""
+    from test_e2e import _run
+    from test_e2e_ha import assert_go_test_passed, build_e2e_binaries
+
+    wait_ok(node.client)
+    go, env = build_e2e_binaries()
+    env["TROUSSEAU_STATIC_POD_SOCKET"] = node.socket
+    name = "TestKubeAPIServerOnStaticPodSocket"
+    t0 = time.monotonic()
+    rc, out, secs = _run([go, "test", "-run", f"^{name}$", "-count=1", "-v", "-timeout", "8m", "."],
+                         env, 10 * 60, f"go test -run {name}")
+    say(f"kube-apiserver on the static pod's socket: go test {secs:.0f} s")
+    assert_go_test_passed(rc, out, name)
+    assert "etcd holds through-the-static-pod as \"k8s:enc:kms:v2:trousseau:\"" in out, out[-3000:]
+    say(f"kube-apiserver stored a Secret as k8s:enc:kms:v2:trousseau: through the pod "
+        f"({time.monotonic() - t0:.0f} s)")
+
+
 def test_forbidden_syscall_kills_the_plugin_and_kubelet_restarts_it(node, plugin_bin):
     # ptrace is in neither filter: the runtime profile alone would only fail it with EPERM,
     # the plugin's own filter kills the process
