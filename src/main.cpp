@@ -399,6 +399,8 @@ int Serve(const std::string& config_path, bool check_only) {
     }
     log::Info("stop", "left the socket path to the socket that replaced ours; exiting without "
               "a server shutdown", {{"socket", sock}});
+    // The log writer holds queued lines (the socket error among them): flush them, bounded.
+    log::StopWriter(std::chrono::seconds(2));
     std::fflush(stdout);
     std::fflush(stderr);
     std::_Exit(socket_lost.empty() ? kExitOk : kExitRuntime);
@@ -412,6 +414,7 @@ int Serve(const std::string& config_path, bool check_only) {
   if (!socket_lost.empty()) {
     // Whatever is at the path now is not ours: leave it.
     log::Info("stop", "stopped after losing the socket");
+    log::StopWriter(std::chrono::seconds(2));
     return kExitRuntime;
   }
   // Removed only if still ours (a stop signal could follow a replacement within the second).

@@ -55,9 +55,15 @@ struct CallLimits {
 // refused at the same moment, and room for Status and Version. A burst cannot grow threads
 // without bound; past the budget gRPC itself refuses with RESOURCE_EXHAUSTED ("Server
 // Threadpool Exhausted"). Measured: with enc + dec + 16, a burst of 1,000 callers hit gRPC's
-// refusal before the Decrypt limit was reached (test_faults.py, overload).
+// refusal before the Decrypt limit was reached (test_faults.py, overload). The sync server needs a
+// thread for every call it has accepted, even one it refuses at once, so a burst above the
+// budget gets gRPC's refusal, Status included: with 2 x (32 + 64) + 64 = 256, a 1,000-caller
+// burst starved Status once in the merged build. Hence a floor of 1024 threads (mostly idle
+// stacks: virtual memory, not RSS), above the 1,000-caller burst the fault test makes.
+inline constexpr uint32_t kMinServerThreads = 1024;
 inline uint32_t ServerThreadBudget(const CallLimits& l) {
-  return 2 * (l.encrypt.max() + l.decrypt.max()) + 64;
+  const uint32_t by_limits = 2 * (l.encrypt.max() + l.decrypt.max()) + 64;
+  return by_limits > kMinServerThreads ? by_limits : kMinServerThreads;
 }
 
 class V2Service final : public ::v2::KeyManagementService::Service {
