@@ -8,6 +8,18 @@
 //                   [--mount transit] --key-name kubernetes --n N --concurrency C
 //                   --op encrypt|decrypt [--json]
 //   [--latencies-out FILE]  also write every measured call's latency (ns, sorted, one a line)
+//   --op roundtrip            Encrypt a 32-byte seed, then Decrypt what came back: one timed call
+//                             (both modes); the checks of both halves are done.
+//   --op status --pace-us U --n BIG   a paced Status prober: one call every U µs until --n calls
+//                             or SIGINT/SIGTERM, then the numbers of the calls made so far.
+//   trousseau-bench plugin --socket PATH --op burst-prepare --seeds S --burst-file F
+//                             Encrypts S distinct 32-byte seeds (untimed, --concurrency threads)
+//                             and writes what Decrypt needs (one JSON line per seed) to F.
+//   trousseau-bench plugin --socket PATH --op burst --burst-file F --dups D --concurrency C
+//                             Decrypts every seed of F D times (seed 0 D times, seed 1 D times,
+//                             ...: duplicates are in flight together, as when kube-apiserver
+//                             restarts and reads every object), C threads pulling from one queue;
+//                             every plaintext is checked.
 //
 // Each of C threads warms up (--warmup calls, default 20: connection set up, TLS handshake done),
 // then all start together and time every call with steady_clock. One line per run: mode, op, n,
@@ -18,6 +30,7 @@
 #include <curl/curl.h>
 #include <grpcpp/grpcpp.h>
 #include <openssl/evp.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -52,19 +65,34 @@ constexpr std::string_view kPlaintext = "trousseau-bench-32-byte-dek-seed";
 static_assert(kPlaintext.size() == 32);
 constexpr auto kCallTimeout = std::chrono::seconds(10);
 
+// Set by SIGINT/SIGTERM: workers stop after their current call and the run reports what it did.
+std::atomic<bool> g_stop{false};
+extern "C" void OnStop(int) { g_stop.store(true); }
+
+// The 32-byte plaintext of burst seed i: distinct for every i, derivable from i alone.
+std::string SeedPlaintext(long i) {
+  std::string digits = std::to_string(i % 10000000000L);
+  return "trousseau-bench-burst-" + std::string(10 - digits.size(), '0') + digits;  // 22 + 10
+}
+
 const char* const kUsage =
     "usage:\n"
     "  trousseau-bench plugin --socket PATH --n N --concurrency C\n"
-    "                  --op encrypt|decrypt|status\n"
+    "                  --op encrypt|decrypt|roundtrip|status|burst-prepare|burst\n"
+    "                  [--pace-us U] [--seeds S] [--dups D] [--burst-file F]\n"
     "                  [--warmup W] [--json] [--latencies-out FILE]\n"
     "  trousseau-bench vault --addr https://HOST:PORT --ca FILE --cert FILE --key FILE\n"
     "                  --token-file FILE [--mount transit] --key-name NAME --n N\n"
-    "                  --concurrency C --op encrypt|decrypt [--warmup W] [--json]\n"
+    "                  --concurrency C --op encrypt|decrypt|roundtrip [--warmup W] [--json]\n"
     "                  [--latencies-out FILE]\n"
     "\n"
     "  --n            measured calls in total, spread over the threads (default 1000)\n"
     "  --concurrency  threads, each with its own blocking call in flight (default 1)\n"
     "  --warmup       untimed calls per thread before the clock starts (default 20)\n"
+    "  --pace-us      sleep this long after every call (a paced prober; default 0)\n"
+    "  --seeds        burst-prepare: distinct seeds to encrypt (default 1000)\n"
+    "  --dups         burst: decrypts of every seed (default 10)\n"
+    "  --burst-file   burst-prepare writes it, burst reads it\n"
     "  --json         one JSON object per run instead of the text line\n"
     "  --latencies-out  also write each measured call's latency in ns to FILE, sorted, one a\n"
     "                 line (so that runs can be merged into exact percentiles)\n";
@@ -77,6 +105,10 @@ struct Options {
   long warmup = 20;
   bool json = false;
   std::string latencies_out;
+  long pace_us = 0;
+  long seeds = 1000;
+  long dups = 10;
+  std::string burst_file;
   // plugin
   std::string socket;
   // vault
@@ -136,12 +168,23 @@ Options ParseArgs(int argc, char** argv) {
     else if (flag == "--mount") o.mount = value;
     else if (flag == "--key-name") o.key_name = value;
     else if (flag == "--latencies-out") o.latencies_out = value;
+    else if (flag == "--pace-us") o.pace_us = ParsePositive(flag, value);
+    else if (flag == "--seeds") o.seeds = ParsePositive(flag, value);
+    else if (flag == "--dups") o.dups = ParsePositive(flag, value);
+    else if (flag == "--burst-file") o.burst_file = value;
     else Usage("unknown flag " + flag);
   }
-  if (o.op != "encrypt" && o.op != "decrypt" && o.op != "status") {
-    Usage("--op must be encrypt, decrypt or status");
+  if (o.op != "encrypt" && o.op != "decrypt" && o.op != "roundtrip" && o.op != "status" &&
+      o.op != "burst-prepare" && o.op != "burst") {
+    Usage("--op must be encrypt, decrypt, roundtrip, status, burst-prepare or burst");
   }
-  if (o.op == "status" && o.mode != "plugin") Usage("--op status is for plugin mode only");
+  if ((o.op == "status" || o.op == "burst-prepare" || o.op == "burst") && o.mode != "plugin") {
+    Usage("--op " + o.op + " is for plugin mode only");
+  }
+  if ((o.op == "burst-prepare" || o.op == "burst") && o.burst_file.empty()) {
+    Usage("--op " + o.op + " needs --burst-file");
+  }
+  if (o.op == "burst-prepare" || o.op == "burst") o.n = std::max(o.n, o.concurrency);
   if (o.concurrency > 1024) Usage("--concurrency is at most 1024");
   if (o.n < o.concurrency) Usage("--n must be at least --concurrency");
   if (o.mode == "plugin" && o.socket.empty()) Usage("plugin mode needs --socket");
@@ -214,7 +257,8 @@ std::string GrpcError(const char* what, const grpc::Status& st) {
 class PluginClient final : public Client {
  public:
   PluginClient(const PluginShared& shared, std::string_view op)
-      : s_(shared), decrypt_(op == "decrypt"), status_(op == "status") {
+      : s_(shared), decrypt_(op == "decrypt"), status_(op == "status"),
+        roundtrip_(op == "roundtrip") {
     enc_.set_plaintext(std::string(kPlaintext));
     enc_.set_uid("trousseau-bench");
   }
@@ -241,6 +285,19 @@ class PluginClient final : public Client {
     if (resp.ciphertext().empty() || resp.key_id().empty()) {
       return "Encrypt returned an empty ciphertext or key_id";
     }
+    if (!roundtrip_) return "";
+    // Round trip: decrypt what just came back (the caller times both halves as one call).
+    v2::DecryptRequest dreq;
+    dreq.set_ciphertext(resp.ciphertext());
+    dreq.set_key_id(resp.key_id());
+    dreq.set_uid("trousseau-bench");
+    for (const auto& [k, v] : resp.annotations()) (*dreq.mutable_annotations())[k] = v;
+    grpc::ClientContext dctx;
+    SetDeadline(dctx);
+    v2::DecryptResponse dresp;
+    const grpc::Status dst = s_.stub->Decrypt(&dctx, dreq, &dresp);
+    if (!dst.ok()) return GrpcError("Decrypt", dst);
+    if (dresp.plaintext() != kPlaintext) return "Decrypt returned a different plaintext";
     return "";
   }
 
@@ -248,6 +305,7 @@ class PluginClient final : public Client {
   const PluginShared& s_;
   const bool decrypt_;
   const bool status_;
+  const bool roundtrip_;
   v2::EncryptRequest enc_;
 };
 
@@ -291,7 +349,8 @@ size_t AppendBody(char* data, size_t size, size_t nmemb, void* userp) {
 
 class VaultClient final : public Client {
  public:
-  VaultClient(const Options& o, const VaultShared& s, bool decrypt) : decrypt_(decrypt) {
+  VaultClient(const Options& o, const VaultShared& s, bool decrypt, bool roundtrip = false)
+      : s_(s), decrypt_(decrypt), roundtrip_(roundtrip) {
     easy_ = curl_easy_init();
     headers_ = curl_slist_append(headers_, "X-Vault-Request: true");
     headers_ = curl_slist_append(headers_, "Content-Type: application/json");
@@ -335,6 +394,22 @@ class VaultClient final : public Client {
   VaultClient& operator=(const VaultClient&) = delete;
 
   std::string Call() override {
+    if (!roundtrip_) return Perform(decrypt_);
+    // Round trip on the same kept-alive connection: encrypt, then decrypt what came back.
+    if (std::string e = Perform(false); !e.empty()) return e;
+    const json j = json::parse(resp_, nullptr, false);
+    rt_body_ = json{{"ciphertext", j["data"]["ciphertext"]}}.dump();
+    curl_easy_setopt(easy_, CURLOPT_URL, s_.decrypt_url.c_str());
+    curl_easy_setopt(easy_, CURLOPT_POSTFIELDS, rt_body_.c_str());
+    curl_easy_setopt(easy_, CURLOPT_POSTFIELDSIZE, static_cast<long>(rt_body_.size()));
+    std::string e = Perform(true);
+    curl_easy_setopt(easy_, CURLOPT_URL, s_.encrypt_url.c_str());
+    curl_easy_setopt(easy_, CURLOPT_POSTFIELDS, s_.encrypt_body.c_str());
+    curl_easy_setopt(easy_, CURLOPT_POSTFIELDSIZE, static_cast<long>(s_.encrypt_body.size()));
+    return e;
+  }
+
+  std::string Perform(bool decrypt) {
     if (!setup_ok_) return "libcurl rejected an option";
     resp_.clear();
     errbuf_[0] = '\0';
@@ -354,7 +429,7 @@ class VaultClient final : public Client {
       return "malformed response: " + resp_.substr(0, 300);
     }
     const json& data = j["data"];
-    if (decrypt_) {
+    if (decrypt) {
       if (!data.contains("plaintext") || !data["plaintext"].is_string()) return "no data.plaintext";
       const auto pt = B64Decode(data["plaintext"].get<std::string>());
       if (!pt || *pt != kPlaintext) return "decrypt returned a different plaintext";
@@ -387,7 +462,10 @@ class VaultClient final : public Client {
   curl_slist* headers_ = nullptr;
   bool setup_ok_ = false;
   long connects_ = 0;
+  const VaultShared& s_;
   const bool decrypt_;
+  const bool roundtrip_;
+  std::string rt_body_;
   std::string resp_;
   char errbuf_[CURL_ERROR_SIZE] = {};
 };
@@ -416,7 +494,7 @@ std::string SetupVault(const Options& o, VaultShared& s) {
   s.decrypt_url = base + "/v1/" + o.mount + "/decrypt/" + o.key_name;
   s.token_header = "X-Vault-Token: " + token;
   s.encrypt_body = json{{"plaintext", B64Encode(kPlaintext)}}.dump();
-  if (o.op == "decrypt") {
+  if (o.op == "decrypt") {  // (roundtrip makes its own)
     // One encrypt (untimed) for a ciphertext to decrypt.
     VaultClient c(o, s, /*decrypt=*/false);
     if (std::string e = c.Call(); !e.empty()) return "setup encrypt: " + e;
@@ -463,7 +541,8 @@ Result Run(const Options& o, const std::function<std::unique_ptr<Client>()>& mak
       const long connects_before = client->Connects();
       ready.count_down();
       go.wait();
-      for (long i = 0; i < share; ++i) {
+      for (long i = 0; i < share && !g_stop.load(std::memory_order_relaxed); ++i) {
+        if (o.pace_us > 0 && i > 0) std::this_thread::sleep_for(std::chrono::microseconds(o.pace_us));
         const auto t0 = Clock::now();
         std::string e = client->Call();
         const auto t1 = Clock::now();
@@ -496,6 +575,170 @@ Result Run(const Options& o, const std::function<std::unique_ptr<Client>()>& mak
   return r;
 }
 
+// ---------------------------------------------------------------- cold-start burst
+std::shared_ptr<grpc::Channel> ConnectPlugin(const Options& o, std::string* err) {
+  auto ch = grpc::CreateChannel("unix:" + o.socket, grpc::InsecureChannelCredentials());
+  if (!ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
+    *err = "cannot connect to unix:" + o.socket + " within 5 s";
+    return nullptr;
+  }
+  return ch;
+}
+
+// Encrypts o.seeds distinct seeds over o.concurrency threads; writes one JSON line per seed.
+int BurstPrepare(const Options& o) {
+  std::string err;
+  auto ch = ConnectPlugin(o, &err);
+  if (!ch) {
+    std::cerr << "trousseau-bench: burst-prepare: " << err << "\n";
+    return 1;
+  }
+  auto stub = v2::KeyManagementService::NewStub(ch);
+  std::vector<std::string> lines(static_cast<size_t>(o.seeds));
+  std::atomic<long> next{0};
+  std::atomic<long> errors{0};
+  std::mutex mu;
+  std::string first_error;
+  const auto start = Clock::now();
+  std::vector<std::thread> pool;
+  for (long t = 0; t < o.concurrency; ++t) {
+    pool.emplace_back([&] {
+      for (long i = next++; i < o.seeds; i = next++) {
+        v2::EncryptRequest req;
+        req.set_plaintext(SeedPlaintext(i));
+        req.set_uid("trousseau-bench-burst-prepare");
+        v2::EncryptResponse resp;
+        grpc::ClientContext ctx;
+        SetDeadline(ctx);
+        const grpc::Status st = stub->Encrypt(&ctx, req, &resp);
+        if (!st.ok()) {
+          if (errors++ == 0) {
+            std::lock_guard<std::mutex> l(mu);
+            first_error = GrpcError("Encrypt", st);
+          }
+          continue;
+        }
+        json ann = json::object();
+        for (const auto& [k, v] : resp.annotations()) ann[k] = B64Encode(v);
+        lines[static_cast<size_t>(i)] = json{{"i", i},
+                                             {"ciphertext", B64Encode(resp.ciphertext())},
+                                             {"key_id", resp.key_id()},
+                                             {"annotations", ann}}.dump();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  if (errors > 0) {
+    std::cerr << "trousseau-bench: burst-prepare: " << errors << " failed; first: " << first_error
+              << "\n";
+    return 1;
+  }
+  std::ofstream out(o.burst_file, std::ios::trunc);
+  for (const auto& l : lines) out << l << '\n';
+  out.flush();
+  if (!out) {
+    std::cerr << "trousseau-bench: cannot write --burst-file " << o.burst_file << "\n";
+    return 1;
+  }
+  std::cout << json{{"mode", "plugin"}, {"op", "burst-prepare"}, {"seeds", o.seeds},
+                    {"concurrency", o.concurrency}, {"wall_s", wall}}.dump()
+            << std::endl;
+  return 0;
+}
+
+// Decrypts every seed of the burst file o.dups times, duplicates next to each other in the queue.
+Result RunBurst(const Options& o, std::string* err) {
+  Result r;
+  std::ifstream in(o.burst_file);
+  if (!in) {
+    *err = "cannot read --burst-file " + o.burst_file;
+    return r;
+  }
+  std::vector<v2::DecryptRequest> reqs;
+  std::vector<std::string> plaintexts;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("i") || !j.contains("ciphertext")) {
+      *err = "malformed line in " + o.burst_file;
+      return r;
+    }
+    v2::DecryptRequest req;
+    auto ct = B64Decode(j["ciphertext"].get<std::string>());
+    if (!ct) {
+      *err = "bad ciphertext base64 in " + o.burst_file;
+      return r;
+    }
+    req.set_ciphertext(*ct);
+    req.set_key_id(j["key_id"].get<std::string>());
+    req.set_uid("trousseau-bench-burst");
+    for (const auto& [k, v] : j["annotations"].items()) {
+      auto val = B64Decode(v.get<std::string>());
+      if (!val) {
+        *err = "bad annotation base64 in " + o.burst_file;
+        return r;
+      }
+      (*req.mutable_annotations())[k] = *val;
+    }
+    reqs.push_back(std::move(req));
+    plaintexts.push_back(SeedPlaintext(j["i"].get<long>()));
+  }
+  if (reqs.empty()) {
+    *err = o.burst_file + " holds no seeds";
+    return r;
+  }
+  auto ch = ConnectPlugin(o, err);
+  if (!ch) return r;
+  auto stub = v2::KeyManagementService::NewStub(ch);
+  const long total = static_cast<long>(reqs.size()) * o.dups;
+  const size_t threads = static_cast<size_t>(o.concurrency);
+  std::vector<std::vector<int64_t>> per_thread(threads);
+  std::vector<long> errors(threads, 0);
+  std::vector<std::string> first_error(threads);
+  std::atomic<long> next{0};
+  std::latch ready(static_cast<std::ptrdiff_t>(threads));
+  std::latch go(1);
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      ready.count_down();
+      go.wait();
+      for (long k = next++; k < total && !g_stop.load(std::memory_order_relaxed); k = next++) {
+        const size_t seed = static_cast<size_t>(k / o.dups);
+        grpc::ClientContext ctx;
+        SetDeadline(ctx);
+        v2::DecryptResponse resp;
+        const auto t0 = Clock::now();
+        const grpc::Status st = stub->Decrypt(&ctx, reqs[seed], &resp);
+        const auto t1 = Clock::now();
+        std::string e;
+        if (!st.ok()) e = GrpcError("Decrypt", st);
+        else if (resp.plaintext() != plaintexts[seed]) e = "Decrypt returned a different plaintext";
+        if (e.empty()) {
+          per_thread[t].push_back(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+        } else if (errors[t]++ == 0) {
+          first_error[t] = e;
+        }
+      }
+    });
+  }
+  ready.wait();
+  const auto start = Clock::now();
+  go.count_down();
+  for (auto& th : pool) th.join();
+  r.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
+  for (size_t t = 0; t < threads; ++t) {
+    r.latencies_ns.insert(r.latencies_ns.end(), per_thread[t].begin(), per_thread[t].end());
+    r.errors += errors[t];
+    if (r.first_error.empty()) r.first_error = first_error[t];
+  }
+  std::sort(r.latencies_ns.begin(), r.latencies_ns.end());
+  return r;
+}
+
 // Nearest-rank percentile in microseconds.
 double PercentileUs(const std::vector<int64_t>& sorted, double p) {
   if (sorted.empty()) return 0;
@@ -515,7 +758,12 @@ std::string Fixed(double v, int decimals) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = ParseArgs(argc, argv);
+  Options o = ParseArgs(argc, argv);
+  struct sigaction sa {};
+  sa.sa_handler = &OnStop;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  if (o.op == "burst-prepare") return BurstPrepare(o);
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     std::cerr << "trousseau-bench: libcurl global initialisation failed\n";
     return 1;
@@ -523,7 +771,15 @@ int main(int argc, char** argv) {
   const bool decrypt = o.op == "decrypt";
   PluginShared plugin;
   VaultShared vault;
-  std::string err = o.mode == "plugin" ? SetupPlugin(o, plugin) : SetupVault(o, vault);
+  Result burst;
+  std::string err;
+  if (o.op == "burst") {
+    o.warmup = 0;
+    burst = RunBurst(o, &err);
+    o.n = static_cast<long>(burst.latencies_ns.size()) + burst.errors;
+  } else {
+    err = o.mode == "plugin" ? SetupPlugin(o, plugin) : SetupVault(o, vault);
+  }
   if (!err.empty()) {
     std::cerr << "trousseau-bench: " << o.mode << " " << o.op << ": " << err << "\n";
     return 1;
@@ -532,9 +788,9 @@ int main(int argc, char** argv) {
   if (o.mode == "plugin") {
     make = [&] { return std::make_unique<PluginClient>(plugin, o.op); };
   } else {
-    make = [&] { return std::make_unique<VaultClient>(o, vault, decrypt); };
+    make = [&] { return std::make_unique<VaultClient>(o, vault, decrypt, o.op == "roundtrip"); };
   }
-  const Result r = Run(o, make);
+  const Result r = o.op == "burst" ? std::move(burst) : Run(o, make);
   curl_global_cleanup();
 
   const auto& l = r.latencies_ns;
