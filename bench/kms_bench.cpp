@@ -358,12 +358,19 @@ class VaultClient final : public Client {
     headers_ = curl_slist_append(headers_, s.token_header.c_str());
     const std::string& body = decrypt ? s.decrypt_body : s.encrypt_body;
     bool ok = easy_ != nullptr && headers_ != nullptr;
-    auto set = [&](CURLcode rc) { ok = ok && rc == CURLE_OK; };
+    auto set = [&](CURLcode rc) {
+      if (ok && rc != CURLE_OK) setup_error_ = curl_easy_strerror(rc);
+      ok = ok && rc == CURLE_OK;
+    };
     if (ok) {
       set(curl_easy_setopt(easy_, CURLOPT_URL, (decrypt ? s.decrypt_url : s.encrypt_url).c_str()));
       set(curl_easy_setopt(easy_, CURLOPT_PROTOCOLS_STR, "https"));
       set(curl_easy_setopt(easy_, CURLOPT_NOSIGNAL, 1L));
-      set(curl_easy_setopt(easy_, CURLOPT_PROXY, ""));
+      // The project's libcurl is built without proxy support: then there is no proxy to turn off.
+      if (const CURLcode prc = curl_easy_setopt(easy_, CURLOPT_PROXY, "");
+          prc != CURLE_UNKNOWN_OPTION && prc != CURLE_NOT_BUILT_IN) {
+        set(prc);
+      }
       set(curl_easy_setopt(easy_, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2)));
       set(curl_easy_setopt(easy_, CURLOPT_SSL_VERIFYPEER, 1L));
       set(curl_easy_setopt(easy_, CURLOPT_SSL_VERIFYHOST, 2L));
@@ -410,7 +417,7 @@ class VaultClient final : public Client {
   }
 
   std::string Perform(bool decrypt) {
-    if (!setup_ok_) return "libcurl rejected an option";
+    if (!setup_ok_) return "libcurl rejected an option: " + setup_error_;
     resp_.clear();
     errbuf_[0] = '\0';
     const CURLcode rc = curl_easy_perform(easy_);
@@ -465,6 +472,7 @@ class VaultClient final : public Client {
   const VaultShared& s_;
   const bool decrypt_;
   const bool roundtrip_;
+  std::string setup_error_;
   std::string rt_body_;
   std::string resp_;
   char errbuf_[CURL_ERROR_SIZE] = {};

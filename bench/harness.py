@@ -1,0 +1,643 @@
+#!/usr/bin/env python3
+"""Every contender against one real OpenBao, in one run, on loopback (issue 9's benchmark).
+
+Contenders (each measured with the same client, `trousseau-bench`, Encrypt+Decrypt round trips of
+32-byte seeds):
+  floor               straight to OpenBao Transit over the same mutual TLS, one kept-alive
+                      connection per thread (libcurl): what any client must pay
+  trousseau           the real `trousseau serve`, coalescing/batching off
+                      (`performance: {coalesce_decrypts: false, batch_max_items: 1}`; a binary
+                      whose config parser refuses `performance:` runs without it, and the run says so)
+  trousseau+coalesce  the same binary with `performance: {coalesce_decrypts: true,
+                      batch_max_items: 64, batch_max_wait: 200us}` (skipped, with the parser's
+                      reason, when the binary refuses it)
+  go-peer             FalcoSuessgott/vault-kubernetes-kms at a pinned revision (built outside the
+                      project from a fetched snapshot; missing with a reason otherwise)
+  null / echo         trousseau-null-server: Trousseau's KMS layer over a backend that answers
+                      at once, and a bare gRPC echo of the same proto (the plugin's own cost)
+  extra:NAME          --extra-plugin NAME=PATH: more Trousseau binaries, configured as `trousseau`
+
+For c in --concurrency: p50/p99, throughput, plugin CPU per KMS call (utime+stime from
+/proc/<pid>/stat), OpenBao CPU per KMS call; at c=64 (or the largest c below it) a second load run
+with a paced Status prober beside it (Status p99 under load); RSS idle and after the largest c.
+Then the cold-start burst (distinct seeds decrypted several times each at high concurrency), with
+Vault calls counted from OpenBao's telemetry and from the plugins' /metrics; then an idle window
+in which each plugin's Vault requests are counted and extrapolated to an hour.
+
+Run through bench/run. A benchmark measures: nothing here decides whether a number is good
+(docs/benchmarks.md lists the targets and whether one run met them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from itlib import stubs  # noqa: E402
+from itlib.openbao import PLUGIN_GID, PLUGIN_UID, OpenBao  # noqa: E402
+from itlib.pki import make_pki  # noqa: E402
+from itlib.plugin import Plugin, PluginError, free_port, merge  # noqa: E402
+
+import report as bench_report  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# The Go peer: pinned revision (v1.4.0 + 6 commits, the one issue 9 measured).
+PEER_REPO = "FalcoSuessgott/vault-kubernetes-kms"
+PEER_REV = "c3bc385fd531b8b9a2ac924d8f57f3d7a5305f28"
+PEER_DESCRIBE = "v1.4.0-6-gc3bc385"
+PEER_SNAPSHOT = os.environ.get("BENCH_PEER_SNAPSHOT",
+                               "/work/.mirror/FalcoSuessgott+vault-kubernetes-kms/repo")
+PEER_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "trousseau", f"peer-{PEER_REV}")
+
+PERF_OFF = {"coalesce_decrypts": False, "batch_max_items": 1}
+PERF_ON = {"coalesce_decrypts": True, "batch_max_items": 64, "batch_max_wait": "200us"}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "Threads"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def prom_sum(text: str, name: str) -> float:
+    """Sum of every sample of metric `name` (all label sets) in a Prometheus exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            try:
+                total += float(line.rsplit(None, 1)[1])
+            except ValueError:
+                pass
+    return total
+
+
+# ---------------------------------------------------------------------------- the Go peer
+def resolve_peer(args) -> tuple[str | None, str]:
+    """(binary, note): the peer's binary, or None and why it is missing."""
+    if args.peer_bin:
+        if os.path.isfile(args.peer_bin) and os.access(args.peer_bin, os.X_OK):
+            return args.peer_bin, f"given: {args.peer_bin} (assumed revision {PEER_REV[:12]})"
+        return None, f"--peer-bin / BENCH_PEER_BIN {args.peer_bin} is not an executable file"
+    cached = os.path.join(PEER_CACHE, "vault-kubernetes-kms")
+    if os.path.isfile(cached) and os.access(cached, os.X_OK):
+        return cached, f"cached build {cached}"
+    if args.no_build:
+        return None, (f"not built: {cached} is missing and --no-build was given (build it once "
+                      f"with bench/run, or pass --peer-bin)")
+    if not os.path.isdir(PEER_SNAPSHOT):
+        return None, (f"no snapshot of github.com/{PEER_REPO} at {PEER_SNAPSHOT} (the Go module "
+                      f"proxy refuses the module; a snapshot must be fetched first; set "
+                      f"BENCH_PEER_SNAPSHOT or --peer-bin)")
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if os.path.exists("/usr/local/go/bin/go")
+                                else None)
+    if go is None:
+        return None, "no Go toolchain (go not on PATH, /usr/local/go/bin/go missing)"
+    r = subprocess.run(["git", "--git-dir", PEER_SNAPSHOT, "cat-file", "-e", PEER_REV + "^{commit}"],
+                       capture_output=True)
+    if r.returncode != 0:
+        return None, f"the snapshot {PEER_SNAPSHOT} does not hold the pinned revision {PEER_REV}"
+    src = os.path.join(PEER_CACHE, "src")
+    shutil.rmtree(src, ignore_errors=True)
+    os.makedirs(src)
+    log(f"building the Go peer {PEER_REV[:12]} in {PEER_CACHE} (dependencies from the Go module proxy)")
+    archive = subprocess.Popen(["git", "--git-dir", PEER_SNAPSHOT, "archive", PEER_REV],
+                               stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", src], stdin=archive.stdout, check=True)
+    archive.wait()
+    env = dict(os.environ, CGO_ENABLED="0",
+               PATH=os.path.dirname(go) + os.pathsep + os.environ.get("PATH", ""))
+    r = subprocess.run([go, "build", "-trimpath", "-o", cached, "."], cwd=src, env=env,
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        return None, f"go build failed: {(r.stdout + r.stderr)[-600:]}"
+    return cached, f"built now into {cached}"
+
+
+# ---------------------------------------------------------------------------- contenders
+class Contender:
+    def __init__(self, name: str, kind: str, socket: str | None = None):
+        self.name = name
+        self.kind = kind          # floor, trousseau, peer, null, echo
+        self.socket = socket
+        self.proc: subprocess.Popen | None = None
+        self.plugin: Plugin | None = None
+        self.metrics_url: str | None = None
+        self.note = ""
+
+    @property
+    def pid(self) -> int | None:
+        if self.plugin is not None and self.plugin.proc is not None:
+            return self.plugin.proc.pid
+        return self.proc.pid if self.proc is not None else None
+
+    def vault_requests(self) -> float | None:
+        if self.metrics_url is None:
+            return None
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as r:
+            return prom_sum(r.read().decode(), "trousseau_vault_requests_total")
+
+    def stop(self) -> None:
+        if self.plugin is not None:
+            try:
+                self.plugin.terminate(10.0)
+            except Exception as e:  # noqa: BLE001
+                log(f"{self.name} did not stop cleanly: {e}")
+                self.plugin.kill()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class TelemetryOpenBao(OpenBao):
+    """The itlib OpenBao with Prometheus telemetry on, so that requests can be counted at the
+    server (`vault_core_handle_request_count`)."""
+
+    def write_config(self) -> None:
+        super().write_config()
+        with open(self.config_file, "a") as f:
+            f.write('\ntelemetry {\n  prometheus_retention_time = "1h"\n  disable_hostname = true\n}\n')
+
+    def handled_requests(self) -> float:
+        r = self.api("GET", "sys/metrics?format=prometheus")
+        if r.status != 200:
+            raise RuntimeError(f"sys/metrics: HTTP {r.status}")
+        return prom_sum(r.raw.decode(), "vault_core_handle_request_count")
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.t0 = time.monotonic()
+        self.dir = tempfile.mkdtemp(prefix="trousseau-bench-")
+        os.chmod(self.dir, 0o755)
+        self.run_dir = os.path.join(self.dir, "run")
+        self.bao: TelemetryOpenBao | None = None
+        self.contenders: list[Contender] = []
+        self.missing: dict[str, str] = {}
+        self.out: dict = {"runs": [], "status_under_load": [], "rss_kib": {}, "burst": [],
+                          "idle": {}, "contenders": {}, "missing": self.missing,
+                          "skipped": []}
+
+    # ------------------------------------------------------------------ setup
+    def base_config(self, sock: str) -> dict:
+        pki = self.bao.pki
+        # No status.refresh_period: the binary's default is what is measured (idle requests).
+        return {
+            "socket": {"path": sock},
+            "vault": {
+                "addresses": [self.bao.addr],
+                "transit": {"mount": self.bao.mount, "key": self.bao.key},
+                "tls": {"ca_file": pki.ca_file, "client_cert_file": pki.client_cert_file,
+                        "client_key_file": pki.client_key_file},
+                "auth": {"method": "token", "token_file": self.bao.token_file},
+            },
+            # The bench measures cost, not shedding: c=256 round trips must not be refused.
+            "limits": {"max_in_flight": {"encrypt": 1024, "decrypt": 1024}},
+            "log": {"level": "info"},
+            "seccomp": {"mode": os.environ.get("TROUSSEAU_SECCOMP", "enforce")},
+        }
+
+    def config_refusal(self, binary: str, name: str, cfg: dict) -> str:
+        """"" if `trousseau check-config` accepts cfg, else its first lines."""
+        p = Plugin(binary, self.dir, name + "-check", cfg, None, None)
+        r = subprocess.run([binary, "check-config", "--config", p.config_file],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode == 0:
+            return ""
+        return " ".join((r.stderr + r.stdout).strip().splitlines()[:2])[:300]
+
+    def start_trousseau(self, name: str, binary: str, perf: dict | None, v2, v1) -> Contender | None:
+        sock = os.path.join(self.run_dir, f"{name.replace('+', '-').replace(':', '-')}.sock")
+        cfg = self.base_config(sock)
+        note = ""
+        if perf is not None:
+            with_perf = merge(cfg, {"performance": perf})
+            why = self.config_refusal(binary, name, with_perf)
+            if not why:
+                cfg = with_perf
+                note = "performance: " + json.dumps(perf)
+            elif perf is PERF_ON:
+                self.missing[name] = f"the config parser refuses `performance:` ({why})"
+                log(f"{name}: skipped: {self.missing[name]}")
+                return None
+            else:
+                note = (f"no `performance:` section (this binary's config parser refuses it: {why});"
+                        f" it has no coalescing or batching to switch off")
+        c = Contender(name, "trousseau", sock)
+        c.note = note
+        c.plugin = Plugin(binary, self.dir, name.replace("+", "-").replace(":", "-"), cfg, v2, v1)
+        c.plugin.socket_path = sock
+        self.contenders.append(c)  # before spawning: stop() must find it
+        try:
+            c.plugin.spawn()
+            c.plugin.wait_ready(20.0)
+            c.plugin.wait_healthz(lambda r: r.healthz == "ok", 15.0, "healthz ok")
+        except PluginError as e:
+            self.contenders.remove(c)
+            c.stop()
+            self.missing[name] = f"did not start: {str(e)[:400]}"
+            log(f"{name}: {self.missing[name]}")
+            return None
+        c.plugin.close_channel()
+        c.metrics_url = f"http://127.0.0.1:{c.plugin.http_port}/metrics"
+        log(f"{name} pid {c.pid} on {sock} ({binary}) {note}")
+        return c
+
+    def wait_socket(self, c: Contender, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if c.proc is not None and c.proc.poll() is not None:
+                raise RuntimeError(f"{c.name} exited with {c.proc.returncode}")
+            if os.path.exists(c.socket):
+                r = subprocess.run([self.args.bench_bin, "plugin", "--socket", c.socket, "--op",
+                                    "status", "--n", "1", "--warmup", "1", "--json"],
+                                   capture_output=True, text=True, timeout=30)
+                if r.returncode == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{c.name}: no answer on {c.socket} within {timeout:.0f} s")
+
+    def start_process(self, name: str, kind: str, argv: list[str], env: dict | None = None,
+                      sock: str = "") -> Contender | None:
+        c = Contender(name, kind, sock)
+        err = open(os.path.join(self.dir, f"{name}.log"), "wb")
+        c.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
+                                  cwd=self.dir, start_new_session=True)
+        err.close()
+        self.contenders.append(c)
+        try:
+            self.wait_socket(c)
+        except Exception as e:  # noqa: BLE001
+            self.contenders.remove(c)
+            c.stop()
+            with open(os.path.join(self.dir, f"{name}.log"), errors="replace") as f:
+                tail = f.read()[-400:]
+            self.missing[name] = f"did not start: {e}: {tail}"
+            log(f"{name}: {self.missing[name]}")
+            return None
+        log(f"{name} pid {c.pid} on {sock}")
+        return c
+
+    def start(self) -> None:
+        os.makedirs(self.run_dir, mode=0o755)
+        if os.geteuid() == 0:
+            os.chown(self.run_dir, PLUGIN_UID, PLUGIN_GID)
+        pki = make_pki(os.path.join(self.dir, "pki"), key_owner=(PLUGIN_UID, PLUGIN_GID))
+        self.bao = TelemetryOpenBao(self.dir, pki)
+        self.bao.setup()
+        a, b = self.bao.handled_requests(), self.bao.handled_requests()
+        self.scrape_cost = b - a  # requests a scrape itself adds to the count (0 or 1)
+        log(f"OpenBao pid {self.bao.proc.pid} ready at {self.bao.addr} (mTLS, telemetry on)")
+        self.contenders.append(Contender("floor", "floor"))
+        v2, v1 = stubs.generate(os.path.join(self.dir, "stubs"))
+        self.start_trousseau("trousseau", self.args.plugin_bin, PERF_OFF, v2, v1)
+        self.start_trousseau("trousseau+coalesce", self.args.plugin_bin, PERF_ON, v2, v1)
+        for name, path in self.args.extra_plugin:
+            self.start_trousseau(f"extra:{name}", path, PERF_OFF, v2, v1)
+        # The Go peer.
+        peer, note = resolve_peer(self.args)
+        self.out["peer"] = {"repo": PEER_REPO, "revision": PEER_REV, "describe": PEER_DESCRIBE,
+                            "binary": peer, "note": note}
+        if peer is None:
+            self.missing["go-peer"] = note
+            log(f"go-peer: MISSING: {note}")
+        else:
+            sock = os.path.join(self.run_dir, "peer.sock")
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+            with open(self.bao.token_file) as f:
+                token = f.read().strip()
+            # The peer's Vault client is hashicorp/vault/api's DefaultConfig: it reads the mutual
+            # TLS files from VAULT_CACERT / VAULT_CLIENT_CERT / VAULT_CLIENT_KEY. The token goes
+            # in its environment (VAULT_KMS_TOKEN), not on its command line.
+            env.update(VAULT_CACERT=pki.ca_file, VAULT_CLIENT_CERT=pki.client_cert_file,
+                       VAULT_CLIENT_KEY=pki.client_key_file, VAULT_KMS_TOKEN=token)
+            c = self.start_process("go-peer", "peer", [
+                peer, "-socket", "unix://" + sock, "-force-socket-overwrite",
+                "-vault-address", self.bao.addr, "-auth-method", "token",
+                "-transit-mount", self.bao.mount, "-transit-key", self.bao.key,
+                "-health-port", str(free_port())], env=env, sock=sock)
+            if c is not None:
+                c.note = f"{PEER_REPO} {PEER_DESCRIBE} ({PEER_REV}); {note}"
+        # Trousseau's own cost.
+        if self.args.null_bin:
+            for mode in ("null", "echo"):
+                sock = os.path.join(self.run_dir, f"{mode}.sock")
+                self.start_process(mode, mode, [self.args.null_bin, "--mode", mode, "--socket", sock],
+                                   sock=sock)
+        else:
+            self.missing["null"] = self.missing["echo"] = "trousseau-null-server not built"
+        for c in self.contenders:
+            self.out["contenders"][c.name] = {"kind": c.kind, "note": c.note}
+
+    # ------------------------------------------------------------------ runs
+    def bench_cmd(self, c: Contender, op: str, n: int, conc: int, warmup: int | None = None) -> list[str]:
+        if warmup is None:
+            warmup = max(2, min(20, 200 // conc))
+        cmd = [self.args.bench_bin, "vault" if c.kind == "floor" else "plugin", "--n", str(n),
+               "--concurrency", str(conc), "--op", op, "--warmup", str(warmup), "--json"]
+        if c.kind == "floor":
+            p = self.bao.pki
+            cmd += ["--addr", self.bao.addr, "--ca", p.ca_file, "--cert", p.client_cert_file,
+                    "--key", p.client_key_file, "--token-file", self.bao.token_file,
+                    "--mount", self.bao.mount, "--key-name", self.bao.key]
+        else:
+            cmd += ["--socket", c.socket]
+        return cmd
+
+    def over_budget(self, what: str) -> bool:
+        if time.monotonic() - self.t0 > self.args.budget:
+            self.out["skipped"].append(what)
+            return True
+        return False
+
+    def load(self, c: Contender, conc: int, n: int, prober: bool = False) -> dict:
+        pid, bpid = c.pid, self.bao.proc.pid
+        cpu0 = cpu_seconds(pid) if pid else 0.0
+        bcpu0 = cpu_seconds(bpid)
+        probe = None
+        if prober:
+            probe = subprocess.Popen(
+                [self.args.bench_bin, "plugin", "--socket", c.socket, "--op", "status",
+                 "--n", "1000000", "--concurrency", "1", "--warmup", "1",
+                 "--pace-us", str(self.args.status_pace_us), "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        r = subprocess.run(self.bench_cmd(c, "roundtrip", n, conc), capture_output=True, text=True,
+                           timeout=300)
+        probe_res = None
+        if probe is not None:
+            probe.send_signal(signal.SIGINT)
+            pout, perr = probe.communicate(timeout=30)
+            if probe.returncode != 0 or not pout.strip():
+                raise RuntimeError(f"Status prober against {c.name} failed: {pout}{perr}")
+            probe_res = json.loads(pout.strip().splitlines()[-1])
+        cpu1 = cpu_seconds(pid) if pid else 0.0
+        bcpu1 = cpu_seconds(bpid)
+        if r.returncode != 0 or not r.stdout.strip():
+            raise RuntimeError(f"trousseau-bench {c.name} roundtrip c={conc} failed "
+                               f"(exit {r.returncode}):\n{r.stdout}{r.stderr}")
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        kms_calls = 2 * (res["ok"] + res["warmup_per_thread"] * res["concurrency"])
+        res["contender"] = c.name
+        res["kms_calls"] = kms_calls
+        res["plugin_cpu_us_per_call"] = (cpu1 - cpu0) * 1e6 / kms_calls if pid else None
+        res["bao_cpu_us_per_call"] = (bcpu1 - bcpu0) * 1e6 / kms_calls
+        if probe_res is not None:
+            res["status"] = {k: probe_res[k] for k in ("ok", "p50_us", "p90_us", "p99_us", "max_us")}
+        if pid:
+            res["proc_after"] = proc_status(pid)
+        return res
+
+    def run_all(self) -> None:
+        time.sleep(1.0)
+        for c in self.contenders:
+            if c.pid:
+                self.out["rss_kib"].setdefault(c.name, {})["idle"] = proc_status(c.pid)
+        concs = self.args.concurrency
+        status_c = max([x for x in concs if x <= 64], default=concs[0])
+        for conc in concs:
+            n = self.args.n1 if conc == 1 else max(self.args.n, conc * 4)
+            for c in self.contenders:
+                if self.over_budget(f"{c.name} c={conc}"):
+                    continue
+                res = self.load(c, conc, n)
+                self.out["runs"].append(res)
+                cpu = res["plugin_cpu_us_per_call"]
+                log(f"{c.name:<20} c={conc:<3} p50 {res['p50_us']:9.0f} us  p99 {res['p99_us']:9.0f} us"
+                    f"  {res['throughput_per_s']:7.0f} rt/s  plugin CPU "
+                    + (f"{cpu:5.0f}" if cpu is not None else "    -")
+                    + f" us/call  OpenBao CPU {res['bao_cpu_us_per_call']:5.0f} us/call")
+            if conc == status_c:
+                # Status under load: a second run at this c with a paced Status prober beside it.
+                for c in self.contenders:
+                    if c.kind == "floor" or self.over_budget(f"{c.name} status c={conc}"):
+                        continue
+                    res = self.load(c, conc, max(n // 2, conc * 4), prober=True)
+                    self.out["status_under_load"].append(res)
+                    s = res["status"]
+                    log(f"{c.name:<20} Status under c={conc} load: p50 {s['p50_us']:.0f} us"
+                        f" p99 {s['p99_us']:.0f} us ({s['ok']} calls)")
+        for c in self.contenders:
+            if c.pid:
+                self.out["rss_kib"][c.name]["after"] = proc_status(c.pid)
+        self.out["rss_after_concurrency"] = concs[-1]
+
+    def counts(self) -> tuple[float, dict[str, float]]:
+        per = {}
+        for c in self.contenders:
+            v = c.vault_requests()
+            if v is not None:
+                per[c.name] = v
+        return self.bao.handled_requests(), per
+
+    def run_burst(self) -> None:
+        a = self.args
+        for c in self.contenders:
+            if c.kind not in ("trousseau", "peer"):
+                continue
+            if self.over_budget(f"burst {c.name}"):
+                continue
+            bf = os.path.join(self.dir, f"burst-{c.name.replace(':', '-')}.jsonl")
+            r = subprocess.run([a.bench_bin, "plugin", "--socket", c.socket, "--op", "burst-prepare",
+                                "--seeds", str(a.burst_seeds), "--concurrency", "32",
+                                "--burst-file", bf, "--json"], capture_output=True, text=True,
+                               timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError(f"burst-prepare against {c.name} failed: {r.stdout}{r.stderr}")
+            time.sleep(0.5)
+            bao0, per0 = self.counts()
+            r = subprocess.run([a.bench_bin, "plugin", "--socket", c.socket, "--op", "burst",
+                                "--dups", str(a.burst_dups), "--concurrency", str(a.burst_c),
+                                "--burst-file", bf, "--json"], capture_output=True, text=True,
+                               timeout=300)
+            bao1, per1 = self.counts()
+            if r.returncode != 0 or not r.stdout.strip():
+                raise RuntimeError(f"burst against {c.name} failed: {r.stdout}{r.stderr}")
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            res["contender"] = c.name
+            res["seeds"] = a.burst_seeds
+            res["dups"] = a.burst_dups
+            res["bao_requests"] = bao1 - bao0 - self.scrape_cost
+            res["plugin_vault_requests"] = (per1[c.name] - per0[c.name]) if c.name in per1 else None
+            self.out["burst"].append(res)
+            log(f"burst {c.name:<20} {a.burst_seeds}x{a.burst_dups} at c={a.burst_c}: "
+                f"{res['wall_s']:.2f} s, OpenBao handled {res['bao_requests']:.0f} requests"
+                + (f", plugin counted {res['plugin_vault_requests']:.0f}"
+                   if res["plugin_vault_requests"] is not None else ""))
+
+    def run_idle(self) -> None:
+        s = self.args.idle_s
+        if s <= 0:
+            return
+        log(f"idle window: {s:.0f} s with no load")
+        bao0, per0 = self.counts()
+        time.sleep(s)
+        bao1, per1 = self.counts()
+        total = bao1 - bao0 - self.scrape_cost
+        idle = {"window_s": s, "openbao_requests": total, "per_plugin": {}}
+        tro = 0.0
+        for name, v in per1.items():
+            d = v - per0.get(name, 0.0)
+            tro += d
+            idle["per_plugin"][name] = {"requests": d, "per_hour": d * 3600.0 / s,
+                                        "source": "plugin /metrics trousseau_vault_requests_total"}
+        peer = [c for c in self.contenders if c.kind == "peer"]
+        if peer:
+            d = max(total - tro, 0.0)
+            idle["per_plugin"]["go-peer"] = {
+                "requests": d, "per_hour": d * 3600.0 / s,
+                "source": "OpenBao vault_core_handle_request_count minus the Trousseau plugins' "
+                          "own counts (the peer has no request counter)"}
+        self.out["idle"] = idle
+        for name, v in idle["per_plugin"].items():
+            log(f"idle {name:<20} {v['requests']:.0f} Vault requests in {s:.0f} s "
+                f"= {v['per_hour']:.0f}/hour")
+
+    # ------------------------------------------------------------------ teardown
+    def stop(self) -> None:
+        for c in self.contenders:
+            c.stop()
+        if self.bao is not None:
+            self.bao.stop()
+        if self.args.keep:
+            log(f"work dir kept: {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plugin-bin", default=os.path.join(REPO, "build", "release", "src", "trousseau"))
+    ap.add_argument("--bench-bin",
+                    default=os.path.join(REPO, "build", "release", "bench", "trousseau-bench"))
+    ap.add_argument("--null-bin",
+                    default=os.path.join(REPO, "build", "release", "bench", "trousseau-null-server"))
+    ap.add_argument("--peer-bin", default=os.environ.get("BENCH_PEER_BIN", ""),
+                    help="the Go peer's binary (env BENCH_PEER_BIN); default: cached build, or "
+                         "build it from the fetched snapshot")
+    ap.add_argument("--extra-plugin", action="append", default=[], metavar="NAME=PATH",
+                    help="another Trousseau binary as a contender (repeatable)")
+    ap.add_argument("--no-build", action="store_true", help="never build the Go peer")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every contender briefly (c=1,16, few calls, small burst, 2 s idle)")
+    ap.add_argument("--concurrency", type=int, nargs="+")
+    ap.add_argument("--n1", type=int, help="round trips per run at c=1 (env BENCH_N1, default 1000)")
+    ap.add_argument("--n", type=int, help="round trips per run at c>1 (env BENCH_N, default 3000)")
+    ap.add_argument("--burst-seeds", type=int)
+    ap.add_argument("--burst-dups", type=int)
+    ap.add_argument("--burst-c", type=int)
+    ap.add_argument("--idle-s", type=float, help="idle window in s (env BENCH_IDLE_S, default 60)")
+    ap.add_argument("--status-pace-us", type=int, default=5000,
+                    help="Status prober: one call every this many µs (default 5000)")
+    ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET_S", "480")),
+                    help="stop starting load runs after this many s (env BENCH_BUDGET_S)")
+    ap.add_argument("--json-out", help="write every number here as JSON")
+    ap.add_argument("--report", help="also write this Markdown report (and a PNG plot beside it)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
+    args = ap.parse_args()
+    env = os.environ.get
+    smoke = args.smoke
+    args.concurrency = args.concurrency or ([1, 16] if smoke else [1, 16, 64, 256])
+    args.n1 = args.n1 or (60 if smoke else int(env("BENCH_N1", "1000")))
+    args.n = args.n or (200 if smoke else int(env("BENCH_N", "3000")))
+    args.burst_seeds = args.burst_seeds or (30 if smoke else int(env("BENCH_BURST_SEEDS", "1000")))
+    args.burst_dups = args.burst_dups or (3 if smoke else int(env("BENCH_BURST_DUPS", "10")))
+    args.burst_c = args.burst_c or (16 if smoke else int(env("BENCH_BURST_C", "256")))
+    if args.idle_s is None:
+        args.idle_s = 2.0 if smoke else float(env("BENCH_IDLE_S", "60"))
+    extras = []
+    for spec in args.extra_plugin:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--extra-plugin wants NAME=PATH, got {spec!r}")
+        extras.append((name, os.path.abspath(path)))
+    args.extra_plugin = extras
+    args.plugin_bin = os.path.abspath(args.plugin_bin)
+    args.bench_bin = os.path.abspath(args.bench_bin)
+    args.null_bin = os.path.abspath(args.null_bin) if os.path.isfile(args.null_bin) else ""
+    for b in [args.plugin_bin, args.bench_bin] + [p for _, p in extras]:
+        if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+            print(f"harness: {b} is not built (run bench/run)", file=sys.stderr)
+            return 2
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+
+    b = Bench(args)
+    b.out["machine"] = {
+        "cpus": os.cpu_count(), "loadavg_before": open("/proc/loadavg").read().split()[:3],
+        "kernel": platform.release(), "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "netns": os.environ.get("BENCH_NETNS", "shared"),
+    }
+    b.out["settings"] = {k: getattr(args, k) for k in (
+        "smoke", "concurrency", "n1", "n", "burst_seeds", "burst_dups", "burst_c", "idle_s",
+        "status_pace_us", "plugin_bin")}
+    try:
+        v = subprocess.run([args.plugin_bin, "version"], capture_output=True, text=True, timeout=10)
+        b.out["plugin_version"] = v.stdout.strip().splitlines()[:3]
+    except Exception:  # noqa: BLE001
+        pass
+    rc = 0
+    try:
+        b.start()
+        b.run_all()
+        b.run_burst()
+        b.run_idle()
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); stopping")
+        rc = 130
+    except Exception as e:  # noqa: BLE001
+        log(f"FAILED: {e}")
+        for c in b.contenders:
+            if c.plugin is not None:
+                sys.stderr.write(f"--- {c.name}:\n{c.plugin.output_text(3000)}\n")
+        rc = 1
+    finally:
+        b.out["machine"]["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+        b.stop()
+    b.out["complete"] = rc == 0
+    print(bench_report.text(b.out))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(b.out, f, indent=2)
+    if args.report and rc == 0:
+        bench_report.write_markdown(b.out, args.report)
+        log(f"wrote {args.report}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
