@@ -349,7 +349,7 @@ class Bench:
                 "-transit-mount", self.bao.mount, "-transit-key", self.bao.key,
                 "-health-port", str(free_port())], env=env, sock=sock)
             if c is not None:
-                c.note = f"{PEER_REPO} {PEER_DESCRIBE} ({PEER_REV}); {note}"
+                c.note = note
         # Trousseau's own cost.
         if self.args.null_bin:
             for mode in ("null", "echo"):

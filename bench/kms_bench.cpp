@@ -379,7 +379,8 @@ class VaultClient final : public Client {
       set(curl_easy_setopt(easy_, CURLOPT_SSLCERT, o.cert.c_str()));
       set(curl_easy_setopt(easy_, CURLOPT_SSLKEY, o.key.c_str()));
       set(curl_easy_setopt(easy_, CURLOPT_TCP_KEEPALIVE, 1L));
-      set(curl_easy_setopt(easy_, CURLOPT_CONNECTTIMEOUT_MS, 2000L));
+      // Generous: at c=256 on a loaded 2-core machine the handshakes (warm-up, untimed) queue.
+      set(curl_easy_setopt(easy_, CURLOPT_CONNECTTIMEOUT_MS, 10000L));
       set(curl_easy_setopt(easy_, CURLOPT_TIMEOUT_MS,
                            static_cast<long>(std::chrono::milliseconds(kCallTimeout).count())));
       set(curl_easy_setopt(easy_, CURLOPT_HTTPHEADER, headers_));
