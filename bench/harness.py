@@ -208,7 +208,7 @@ class Bench:
         self.missing: dict[str, str] = {}
         self.out: dict = {"runs": [], "status_under_load": [], "rss_kib": {}, "burst": [],
                           "idle": {}, "contenders": {}, "missing": self.missing,
-                          "skipped": []}
+                          "skipped": [], "failures": []}
 
     # ------------------------------------------------------------------ setup
     def base_config(self, sock: str) -> dict:
@@ -431,7 +431,11 @@ class Bench:
             for c in self.contenders:
                 if self.over_budget(f"{c.name} c={conc}"):
                     continue
-                res = self.load(c, conc, n)
+                try:
+                    res = self.load(c, conc, n)
+                except RuntimeError as e:
+                    self.fail(f"{c.name} c={conc}", e)
+                    continue
                 self.out["runs"].append(res)
                 cpu = res["plugin_cpu_us_per_call"]
                 log(f"{c.name:<20} c={conc:<3} p50 {res['p50_us']:9.0f} us  p99 {res['p99_us']:9.0f} us"
@@ -443,7 +447,11 @@ class Bench:
                 for c in self.contenders:
                     if c.kind == "floor" or self.over_budget(f"{c.name} status c={conc}"):
                         continue
-                    res = self.load(c, conc, max(n // 2, conc * 4), prober=True)
+                    try:
+                        res = self.load(c, conc, max(n // 2, conc * 4), prober=True)
+                    except RuntimeError as e:
+                        self.fail(f"{c.name} status c={conc}", e)
+                        continue
                     self.out["status_under_load"].append(res)
                     s = res["status"]
                     log(f"{c.name:<20} Status under c={conc} load: p50 {s['p50_us']:.0f} us"
@@ -452,6 +460,13 @@ class Bench:
             if c.pid:
                 self.out["rss_kib"][c.name]["after"] = proc_status(c.pid)
         self.out["rss_after_concurrency"] = concs[-1]
+
+    def fail(self, what: str, e: Exception) -> None:
+        """A failed run: its numbers mean nothing. Recorded (the run exits 1 at the end), and the
+        other runs go on, so that one timeout on a loaded machine does not void the rest."""
+        msg = str(e).strip().splitlines()
+        self.out["failures"].append({"run": what, "error": " ".join(msg[:3])[:600]})
+        log(f"FAILED {what}: {' '.join(msg[:3])[:600]}")
 
     def counts(self) -> tuple[float, dict[str, float]]:
         per = {}
@@ -474,7 +489,8 @@ class Bench:
                                 "--burst-file", bf, "--json"], capture_output=True, text=True,
                                timeout=300)
             if r.returncode != 0:
-                raise RuntimeError(f"burst-prepare against {c.name} failed: {r.stdout}{r.stderr}")
+                self.fail(f"burst-prepare {c.name}", RuntimeError(r.stdout + r.stderr))
+                continue
             time.sleep(0.5)
             bao0, per0 = self.counts()
             r = subprocess.run([a.bench_bin, "plugin", "--socket", c.socket, "--op", "burst",
@@ -483,7 +499,8 @@ class Bench:
                                timeout=300)
             bao1, per1 = self.counts()
             if r.returncode != 0 or not r.stdout.strip():
-                raise RuntimeError(f"burst against {c.name} failed: {r.stdout}{r.stderr}")
+                self.fail(f"burst {c.name}", RuntimeError(r.stdout + r.stderr))
+                continue
             res = json.loads(r.stdout.strip().splitlines()[-1])
             res["contender"] = c.name
             res["seeds"] = a.burst_seeds
@@ -633,12 +650,14 @@ def main() -> int:
     finally:
         b.out["machine"]["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
         b.stop()
+    if rc == 0 and b.out["failures"]:
+        rc = 1
     b.out["complete"] = rc == 0
     print(bench_report.text(b.out))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(b.out, f, indent=2)
-    if args.report and rc == 0:
+    if args.report and (rc == 0 or b.out["runs"]):
         bench_report.write_markdown(b.out, args.report)
         log(f"wrote {args.report}")
     return rc

@@ -197,6 +197,8 @@ def text(out) -> str:
     lines += _plain(["target", "this run", "verdict"], [list(t) for t in targets(out)])
     if out.get("skipped"):
         lines.append("skipped (over the time budget): " + ", ".join(out["skipped"]))
+    for f in out.get("failures", []):
+        lines.append(f"FAILED {f['run']}: {f['error']}")
     if not out.get("complete", True):
         lines.append("INCOMPLETE RUN (a call or a contender failed; see above)")
     return "\n".join(lines)
@@ -310,6 +312,9 @@ def write_markdown(out, path) -> None:
     L += _table(["target", "this run", "verdict"], [list(t) for t in targets(out)])
     if out.get("skipped"):
         L += ["", "Skipped (over the time budget): " + ", ".join(out["skipped"])]
+    if out.get("failures"):
+        L += ["", "**Failed runs** (a call failed, so these numbers are absent):", ""]
+        L += [f"- {f['run']}: {f['error']}" for f in out["failures"]]
     L += ["", "## Regenerate", "", "```sh",
           "/work/main/.venv/bin/pip install -r bench/requirements.txt   # matplotlib, for the plot",
           "bench/run --report docs/benchmarks.md --json-out /tmp/bench.json",
