@@ -155,6 +155,24 @@ def targets(out) -> list[tuple[str, str, str]]:
     return res
 
 
+def own_cost_lines(out) -> list[str]:
+    """Where a Trousseau KMS call's CPU goes, from the null/echo/trousseau rows of the same c."""
+    lines = []
+    for conc in out["settings"]["concurrency"]:
+        get = lambda n: (_runs(out, n).get(conc) or {}).get("plugin_cpu_us_per_call")  # noqa: E731
+        t, nu, e = get("trousseau"), get("null"), get("echo")
+        if None in (t, nu, e):
+            continue
+        lines.append(f"- c={conc}: gRPC over the Unix socket (echo) {e:,.0f} µs, Trousseau's KMS "
+                     f"layer (null − echo) {nu - e:+,.0f} µs, the Vault path: TLS, HTTP, JSON, token and "
+                     f"health (trousseau − null) "
+                     f"{t - nu:+,.0f} µs: {t:,.0f} µs per KMS call in all.")
+    if lines:
+        lines = ["", "Plugin CPU per KMS call, split (same run; 10 ms ticks, so small numbers are "
+                 "coarse):", ""] + lines
+    return lines
+
+
 def _table(hdr, rows) -> list[str]:
     lines = ["| " + " | ".join(hdr) + " |", "|" + "|".join("---" for _ in hdr) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -270,7 +288,8 @@ def write_markdown(out, path) -> None:
                    "from a snapshot outside the project, token auth, mTLS through VAULT_CACERT / "
                    "VAULT_CLIENT_CERT / VAULT_CLIENT_KEY",
         "null": "`trousseau-null-server --mode null`: Trousseau's KMS layer (src/kms services, "
-                "limits, audit record, metrics) over a backend that answers at once (bench only)",
+                "limits, audit record, metrics, wipe-on-free as in `serve`) over a backend that "
+                "answers at once (bench only)",
         "echo": "`trousseau-null-server --mode echo`: a bare gRPC echo of the same proto (bench only)",
     }
     for n, c in out["contenders"].items():
@@ -286,6 +305,7 @@ def write_markdown(out, path) -> None:
           "(warm-up included, 10 ms ticks) ÷ KMS calls (a round trip is two). Status p99: a "
           "second run at that concurrency with a paced Status prober beside it.", ""]
     L += _table(MAIN_HDR, main_table(out))
+    L += own_cost_lines(out)
     L += ["", "![throughput and p99 against concurrency](" + os.path.basename(png) + ")"
           if not why_no_plot else f"(plot: {why_no_plot})", "", "### Memory", "",
           f"VmRSS 1 s after start (idle) and after the c={out.get('rss_after_concurrency')} run; "
