@@ -572,6 +572,9 @@ def main() -> int:
     ap.add_argument("--extra-plugin", action="append", default=[], metavar="NAME=PATH",
                     help="another Trousseau binary as a contender (repeatable)")
     ap.add_argument("--no-build", action="store_true", help="never build the Go peer")
+    ap.add_argument("--build-peer-only", action="store_true",
+                    help="build (or find) the Go peer, print where or why not, and exit (bench/run "
+                         "does this before entering its network namespace, which has no network)")
     ap.add_argument("--smoke", action="store_true",
                     help="every contender briefly (c=1,16, few calls, small burst, 2 s idle)")
     ap.add_argument("--concurrency", type=int, nargs="+")
@@ -589,6 +592,10 @@ def main() -> int:
     ap.add_argument("--report", help="also write this Markdown report (and a PNG plot beside it)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
     args = ap.parse_args()
+    if args.build_peer_only:
+        peer, note = resolve_peer(args)
+        log(f"go-peer: {note}" if peer else f"go-peer: MISSING: {note}")
+        return 0
     env = os.environ.get
     smoke = args.smoke
     args.concurrency = args.concurrency or ([1, 16] if smoke else [1, 16, 64, 256])
