@@ -87,6 +87,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tcp_active_opens() -> int:
+    """TCP connections opened so far in this network namespace (/proc/net/snmp ActiveOpens). In
+    bench/run's own namespace the delta over a run is the connections made to OpenBao (and the
+    metrics scrapes), warm-up included."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("ActiveOpens")])
+
+
 def prom_sum(text: str, name: str) -> float:
     """Sum of every sample of metric `name` (all label sets) in a Prometheus exposition."""
     total = 0.0
@@ -386,6 +395,7 @@ class Bench:
         pid, bpid = c.pid, self.bao.proc.pid
         cpu0 = cpu_seconds(pid) if pid else 0.0
         bcpu0 = cpu_seconds(bpid)
+        opens0 = tcp_active_opens()
         probe = None
         if prober:
             probe = subprocess.Popen(
@@ -404,6 +414,7 @@ class Bench:
             probe_res = json.loads(pout.strip().splitlines()[-1])
         cpu1 = cpu_seconds(pid) if pid else 0.0
         bcpu1 = cpu_seconds(bpid)
+        opens1 = tcp_active_opens()
         if r.returncode != 0 or not r.stdout.strip():
             raise RuntimeError(f"trousseau-bench {c.name} roundtrip c={conc} failed "
                                f"(exit {r.returncode}):\n{r.stdout}{r.stderr}")
@@ -413,6 +424,7 @@ class Bench:
         res["kms_calls"] = kms_calls
         res["plugin_cpu_us_per_call"] = (cpu1 - cpu0) * 1e6 / kms_calls if pid else None
         res["bao_cpu_us_per_call"] = (bcpu1 - bcpu0) * 1e6 / kms_calls
+        res["tcp_connects"] = opens1 - opens0
         if probe_res is not None:
             res["status"] = {k: probe_res[k] for k in ("ok", "p50_us", "p90_us", "p99_us", "max_us")}
         if pid:

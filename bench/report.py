@@ -47,13 +47,14 @@ def main_table(out) -> list[list[str]]:
             s = status.get((name, conc))
             rows.append([name, str(conc), _f(r["p50_us"]), _f(r["p99_us"]),
                          _f(r["throughput_per_s"]), _f(r["plugin_cpu_us_per_call"]),
-                         _f(r["bao_cpu_us_per_call"]),
+                         _f(r["bao_cpu_us_per_call"]), _f(r.get("tcp_connects")),
                          _f(s["p99_us"], "{:,.0f}") if s else ""])
     return rows
 
 
 MAIN_HDR = ["contender", "c", "round trip p50 µs", "p99 µs", "round trips/s",
-            "plugin CPU µs/KMS call", "OpenBao CPU µs/KMS call", "Status p99 µs under load"]
+            "plugin CPU µs/KMS call", "OpenBao CPU µs/KMS call", "new TCP connections",
+            "Status p99 µs under load"]
 
 
 def rss_rows(out):
@@ -302,7 +303,9 @@ def write_markdown(out, path) -> None:
           "enforced, privileges dropped, `log.level: info` (an audit record per call), everything "
           "else default.", "", "## Results", "",
           "CPU per KMS call: utime+stime of the process from `/proc/<pid>/stat` over the run "
-          "(warm-up included, 10 ms ticks) ÷ KMS calls (a round trip is two). Status p99: a "
+          "(warm-up included, 10 ms ticks) ÷ KMS calls (a round trip is two). New TCP "
+          "connections: `/proc/net/snmp` ActiveOpens in the bench's namespace over the run (to "
+          "OpenBao; each is a TLS handshake; the floor opens one per caller). Status p99: a "
           "second run at that concurrency with a paced Status prober beside it.", ""]
     L += _table(MAIN_HDR, main_table(out))
     L += own_cost_lines(out)
