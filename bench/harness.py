@@ -676,7 +676,7 @@ def main() -> int:
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(b.out, f, indent=2)
-    if args.report and (rc == 0 or b.out["runs"]):
+    if args.report and rc in (0, 1) and b.out["runs"]:  # not when interrupted
         bench_report.write_markdown(b.out, args.report)
         log(f"wrote {args.report}")
     return rc
