@@ -16,8 +16,8 @@ decrypt are measured against both, in rounds that alternate A (wipe on), B (wipe
 so that drift on a shared machine lands on both. Each round writes every call's latency, and the
 percentiles are taken over all rounds of a plugin together. Prints the cost table and both RSS.
 
-Run through bench/run (which builds first); this file only needs the two binaries:
-    .venv/bin/python bench/harness.py --plugin-bin build/release/src/trousseau \\
+Run through `bench/run --wipe-cmp` (which builds first); this file only needs the two binaries:
+    .venv/bin/python bench/wipe_cmp.py --plugin-bin build/release/src/trousseau \\
         --bench-bin build/release/bench/trousseau-bench
 A benchmark measures: nothing here decides whether a number is good.
 """
