@@ -75,7 +75,7 @@ std::string Aad(const std::string& cluster) {
 TEST_CASE("the v1 AAD layout and annotation value are fixed", "[binding]") {
   // These bytes are a stored format: changing them would make every bound seed unreadable.
   CHECK(BindingAadV1("prod-1", "ns/transit/k") ==
-        std::string("trousseau-binding-v1\0prod-1\0ns/transit/k", 37));
+        std::string("trousseau-binding-v1\0prod-1\0ns/transit/k", 20 + 1 + 6 + 1 + 12));
   CHECK(BindingAnnotationV1("prod-1") == "1;cluster=prod-1");
   CHECK(IsFqdn(kBindingAnnotation));
 }
