@@ -24,6 +24,8 @@ path "transit/keys/{key}" {{ capabilities = ["read"] }}
     token = bao.api_ok("POST", "auth/token/create", {
         "policies": [name], "no_default_policy": True, "period": "1h"}).body["auth"]["client_token"]
     path = os.path.join(it_dir, f"{name}-token")
+    if os.path.exists(path):
+        os.unlink(path)  # 0400 from an earlier test
     with open(path, "w") as f:
         f.write(token)
     os.chmod(path, 0o400)
