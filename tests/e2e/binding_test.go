@@ -94,9 +94,10 @@ func TestCopiedSecretDoesNotOpenInAnotherCluster(t *testing.T) {
 	if strings.Contains(err.Error(), v) {
 		t.Fatal("the error names the plaintext")
 	}
-	// And it is the binding that refused it (kube-apiserver passes the plugin's message on).
-	if !strings.Contains(err.Error(), "binding mismatch") {
-		t.Logf("note: kube-apiserver's error does not carry the plugin's message")
+	// And it is the binding that refused it: kube-apiserver passes the plugin's
+	// INVALID_ARGUMENT message on ("failed to decrypt DEK, error: ... binding mismatch").
+	if !strings.Contains(err.Error(), "binding mismatch") || !strings.Contains(err.Error(), `written for cluster "cluster-a"`) {
+		t.Fatalf("B refused the copied Secret, but not by the binding: %v", err)
 	}
 	got, err := a.api.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil || string(got.Data["v"]) != v {
