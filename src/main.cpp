@@ -134,6 +134,8 @@ metrics::RuntimeState ReadState(const Plugin& p, const vault::auth::LoginTokenSo
   s.last_success_age_seconds =
       key.since_last_ok ? static_cast<double>(key.since_last_ok->count()) / 1000.0 : -1;
   s.healthy = health.healthz == "ok";
+  s.key_rollbacks = key.rollbacks_detected;
+  s.key_rollback_active = key.rollback_active;
   return s;
 }
 
@@ -253,6 +255,9 @@ int Serve(const std::string& config_path, bool check_only) {
   kopts.refresh_period = cfg->status.refresh_period;
   kopts.stale_after = cfg->status.stale_after;
   kopts.check_timeout = cfg->vault.request_timeout;
+  kopts.binding.cluster_id = cfg->binding.cluster_id;  // docs/binding.md
+  kopts.binding.write = cfg->binding.write;
+  kopts.binding.strict = cfg->binding.strict;
   p.keys = std::make_unique<envelope::TransitKeyService>(*p.transit, SystemClock(), kopts);
   if (cfg->vault.auth.method == config::AuthMethod::kToken && cfg->vault.auth.renew_token) {
     // Built now (its thread starts in step 7) so that the metrics reader never sees it change.
@@ -270,7 +275,9 @@ int Serve(const std::string& config_path, bool check_only) {
       static_cast<uint32_t>(cfg->limits.max_in_flight_encrypt),
       static_cast<uint32_t>(cfg->limits.max_in_flight_decrypt));
   p.v2 = std::make_unique<kms::V2Service>(*p.keys, p.limits.get());
-  p.v1 = std::make_unique<kms::V1Beta1Service>(*p.keys, TROUSSEAU_VERSION, p.limits.get());
+  // v1beta1 has no annotations: its view of the keys never binds (docs/formats.md section 2).
+  p.v1 = std::make_unique<kms::V1Beta1Service>(p.keys->V1Beta1View(), TROUSSEAU_VERSION,
+                                               p.limits.get());
 
   // 3. The socket, bound as root if we are root; created 0600 through the umask, then set to
   //    the configured mode and group.

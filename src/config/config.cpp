@@ -914,6 +914,48 @@ absl::Status ParseHygiene(const Section& root, bool& wipe_freed_memory) {
   return absl::OkStatus();
 }
 
+// ---- binding (docs/binding.md) ----------------------------------------------------------------
+
+absl::Status GetBool(const Section& s, std::string_view name, bool& out) {
+  enum class Flag { kOff, kOn };
+  Flag f = out ? Flag::kOn : Flag::kOff;
+  if (absl::Status st = GetEnum<Flag>(s, name, {{"true", Flag::kOn}, {"false", Flag::kOff}}, f); !st.ok()) {
+    return st;
+  }
+  out = f == Flag::kOn;
+  return absl::OkStatus();
+}
+
+absl::Status ParseBinding(const Section& root, BindingConfig& binding) {
+  Section s;
+  if (absl::Status st = SubSection(root, "binding", {"cluster_id", "write", "strict"}, s); !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = GetString(s, "cluster_id", binding.cluster_id); !st.ok()) return st;
+  if (absl::Status st = GetBool(s, "write", binding.write); !st.ok()) return st;
+  if (absl::Status st = GetBool(s, "strict", binding.strict); !st.ok()) return st;
+  const std::string& id = binding.cluster_id;
+  if (s.Find("cluster_id") != nullptr && id.empty()) {
+    return KeyError("binding.cluster_id", "is empty; remove it to turn binding off");
+  }
+  if (id.size() > 128) {
+    return KeyError("binding.cluster_id", Cat("is ", id.size(), " characters; the limit is 128"));
+  }
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == ':' || c == '-';
+    if (!ok) return KeyError("binding.cluster_id", "may hold only A-Z a-z 0-9 . _ : -");
+  }
+  if (binding.strict && id.empty()) {
+    return KeyError("binding.strict", "requires binding.cluster_id (strict refuses unbound seeds)");
+  }
+  if (binding.strict && !binding.write) {
+    return KeyError("binding.strict", "cannot be true with binding.write false (it would refuse "
+                                      "the seeds it writes)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckDocuments(const std::vector<YAML::Node>& docs) {
   if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
     return Error("the file is empty; see docs/configuration.md");
@@ -985,7 +1027,8 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = CheckDocuments(docs); !st.ok()) return st;
   Section root;
   if (absl::Status st = OpenSection(docs[0], "", {"socket", "vault", "status", "limits", "log",
-                                                  "privileges", "seccomp", "hygiene", "http"},
+                                                  "privileges", "seccomp", "hygiene", "http",
+                                                  "binding"},
                                   root);
       !st.ok()) {
     return st;
@@ -1000,6 +1043,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = ParseSeccomp(root, config.seccomp); !st.ok()) return st;
   if (absl::Status st = ParseHygiene(root, config.wipe_freed_memory); !st.ok()) return st;
   if (absl::Status st = ParseHttp(root, config.http); !st.ok()) return st;
+  if (absl::Status st = ParseBinding(root, config.binding); !st.ok()) return st;
   return config;
 }
 

@@ -75,6 +75,14 @@ struct LimitsConfig {
   uint64_t max_in_flight_decrypt = 64;
 };
 
+// binding: cluster binding of wrapped seeds (docs/binding.md, docs/formats.md). Off while
+// cluster_id is empty.
+struct BindingConfig {
+  std::string cluster_id;  // 1..128 of [A-Za-z0-9._:-]
+  bool write = true;       // false: read bound seeds, write unbound ones (rolling back)
+  bool strict = false;     // refuse unbound seeds and KMS v1beta1; requires cluster_id
+};
+
 struct PrivilegesConfig {
   uint32_t uid = 65532;
   uint32_t gid = 65532;
@@ -85,6 +93,7 @@ struct Config {
   VaultConfig vault;
   StatusConfig status;
   LimitsConfig limits;
+  BindingConfig binding;
   LogLevel log_level = LogLevel::kInfo;
   uint64_t log_queue_lines = 4096;  // log.queue_lines: lines buffered before new ones are dropped
   PrivilegesConfig privileges;

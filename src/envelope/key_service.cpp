@@ -85,17 +85,32 @@ std::string TransitKeyService::KeyIdFor(int64_t version) const {
   return identity_ + ":v" + std::to_string(version);
 }
 
+std::string TransitKeyService::WrittenKeyIdFor(int64_t version) const {
+  return KeyIdFor(version) +
+         (opts_.binding.Writes() ? "+aad" + std::to_string(kBindingVersion) : std::string());
+}
+
 absl::StatusOr<EncryptResult> TransitKeyService::Encrypt(std::string_view plaintext,
                                                          Deadline deadline) {
+  return EncryptImpl(plaintext, deadline, opts_.binding.Writes());
+}
+
+absl::StatusOr<EncryptResult> TransitKeyService::EncryptImpl(std::string_view plaintext,
+                                                             Deadline deadline, bool bind) {
   RETURN_IF_ERROR(CheckPlaintext(plaintext));
   int64_t version = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!rollback_.empty()) return absl::FailedPreconditionError(rollback_);
+    if (bind && !key_type_problem_.empty()) return absl::FailedPreconditionError(key_type_problem_);
     version = latest_version_;
   }
-  ASSIGN_OR_RETURN(vault::Wrapped w, transit_.Encrypt(plaintext, version, deadline));
+  const std::string aad = bind ? BindingAadV1(opts_.binding.cluster_id, identity_) : std::string();
+  ASSIGN_OR_RETURN(vault::Wrapped w, transit_.Encrypt(plaintext, version, deadline, aad));
   EncryptResult out;
-  out.key_id = KeyIdFor(w.version);  // from the ciphertext itself: cannot disagree with it
+  // From the ciphertext itself: cannot disagree with it.
+  out.key_id = bind ? WrittenKeyIdFor(w.version) : KeyIdFor(w.version);
+  if (bind) out.annotations[std::string(kBindingAnnotation)] = BindingAnnotationV1(opts_.binding.cluster_id);
   out.ciphertext = std::move(w.ciphertext);
   out.node = std::move(w.node);
   out.vault_request_id = std::move(w.request_id);
@@ -106,20 +121,71 @@ absl::StatusOr<DecryptResult> TransitKeyService::Decrypt(
     std::string_view ciphertext, std::string_view key_id,
     const std::map<std::string, std::string>& annotations, Deadline deadline) {
   RETURN_IF_ERROR(CheckDecryptInput(ciphertext, key_id, annotations));
-  ASSIGN_OR_RETURN(vault::Unwrapped u, transit_.Decrypt(ciphertext, deadline));
+  const BindingOptions& b = opts_.binding;
+  std::string aad;
+  std::optional<ParsedBinding> bound;
+  if (auto it = annotations.find(std::string(kBindingAnnotation)); it != annotations.end()) {
+    ASSIGN_OR_RETURN(ParsedBinding p, ParseBindingAnnotation(it->second));
+    if (b.cluster_id.empty()) {
+      return absl::FailedPreconditionError(
+          "ciphertext is bound to a cluster (annotation " + std::string(kBindingAnnotation) +
+          ", binding v" + std::to_string(p.version) +
+          (p.writer_cluster.empty() ? "" : ", written for cluster \"" + p.writer_cluster + "\"") +
+          ") but binding.cluster_id is not configured; set it to the id of the cluster that "
+          "wrote it (docs/binding.md)");
+    }
+    aad = BindingAadV1(b.cluster_id, identity_);
+    bound = std::move(p);
+  } else if (b.strict) {
+    return absl::FailedPreconditionError(
+        "ciphertext is not bound to a cluster (no " + std::string(kBindingAnnotation) +
+        " annotation: written before binding was enabled, or by KMS v1beta1) and binding.strict "
+        "refuses unbound seeds; rewrite old Secrets or turn binding.strict off (docs/binding.md)");
+  }
+  auto u = transit_.Decrypt(ciphertext, deadline, aad);
+  if (!u.ok() && bound && u.status().code() == absl::StatusCode::kInvalidArgument) {
+    return absl::InvalidArgumentError(
+        "binding mismatch: the seed is bound (" + std::string(kBindingAnnotation) + " binding v" +
+        std::to_string(bound->version) +
+        (bound->writer_cluster.empty() ? "" : ", written for cluster \"" + bound->writer_cluster + "\"") +
+        ") and does not open under this plugin's binding (cluster \"" + b.cluster_id + "\", key " +
+        identity_ + "): it was copied from another cluster or written for another key, or altered; " +
+        std::string(u.status().message()));
+  }
+  if (!u.ok()) return u.status();
   DecryptResult out;
-  out.plaintext = std::move(u.plaintext);
-  out.node = std::move(u.node);
-  out.vault_request_id = std::move(u.request_id);
+  out.plaintext = std::move(u->plaintext);
+  out.node = std::move(u->node);
+  out.vault_request_id = std::move(u->request_id);
   return out;
+}
+
+absl::StatusOr<EncryptResult> TransitKeyService::V1Beta1ViewImpl::Encrypt(
+    std::string_view plaintext, Deadline deadline) {
+  if (owner_.opts_.binding.strict) {
+    return absl::FailedPreconditionError(
+        "KMS v1beta1 cannot carry a cluster binding and binding.strict refuses unbound "
+        "ciphertexts; use KMS v2 (docs/binding.md)");
+  }
+  return owner_.EncryptImpl(plaintext, deadline, /*bind=*/false);
+}
+
+absl::StatusOr<DecryptResult> TransitKeyService::V1Beta1ViewImpl::Decrypt(
+    std::string_view ciphertext, std::string_view key_id,
+    const std::map<std::string, std::string>& annotations, Deadline deadline) {
+  return owner_.Decrypt(ciphertext, key_id, annotations, deadline);  // strict refuses: no annotation
 }
 
 HealthSnapshot TransitKeyService::Health() const {
   std::lock_guard<std::mutex> lock(mu_);
   HealthSnapshot h;
-  if (latest_version_ > 0) h.key_id = KeyIdFor(latest_version_);
+  if (latest_version_ > 0) h.key_id = WrittenKeyIdFor(latest_version_);
   const auto age = clock_.Now() - last_ok_at_;
-  if (!ever_ok_) {
+  if (!rollback_.empty()) {
+    h.healthz = rollback_;
+  } else if (!key_type_problem_.empty()) {
+    h.healthz = key_type_problem_;
+  } else if (!ever_ok_) {
     h.healthz = last_error_.empty() ? "no successful Vault check yet"
                                     : "no successful Vault check yet: " + last_error_;
   } else if (!last_ok_) {
@@ -139,6 +205,8 @@ KeyState TransitKeyService::State() const {
   if (ever_ok_) {
     s.since_last_ok = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - last_ok_at_);
   }
+  s.rollbacks_detected = rollbacks_detected_;
+  s.rollback_active = !rollback_.empty();
   return s;
 }
 
@@ -147,6 +215,27 @@ void TransitKeyService::RefreshOnce() {
   auto info = transit_.ReadKey(deadline);
   std::lock_guard<std::mutex> lock(mu_);
   if (info.ok()) {
+    std::string problem = rollback_guard_.Observe(*info, identity_);
+    if (!problem.empty()) {
+      if (rollback_.empty()) {
+        ++rollbacks_detected_;
+        log::Error("key.rollback", "transit key rollback detected; Encrypt refused",
+                   {{"key_id", KeyIdFor(latest_version_)}, {"error", problem}});
+      }
+      rollback_ = std::move(problem);
+    } else if (!rollback_.empty()) {
+      log::Info("key.rollback", "transit key matches what was seen before again; Encrypt allowed",
+                {{"key_id", KeyIdFor(info->latest_version)}});
+      rollback_.clear();
+    }
+    key_type_problem_.clear();
+    if (opts_.binding.Writes() && !KeyTypeSupportsAad(info->type)) {
+      key_type_problem_ = "binding.cluster_id is set but transit key " + identity_ + " has type \"" +
+                          info->type + "\", which cannot authenticate associated data; use an "
+                          "aes256-gcm96, aes128-gcm96 or chacha20-poly1305 key, or turn binding off";
+    }
+  }
+  if (info.ok() && rollback_.empty()) {
     if (info->latest_version != latest_version_) {
       log::Info("key.version", latest_version_ == 0 ? "transit key found" : "transit key rotated",
                 {{"key_id", KeyIdFor(info->latest_version)},
@@ -158,6 +247,10 @@ void TransitKeyService::RefreshOnce() {
     ever_ok_ = true;
     last_ok_at_ = clock_.Now();
     last_error_.clear();
+  } else if (info.ok()) {
+    // Vault answered, but with a rolled-back key: the check did not succeed.
+    last_ok_ = false;
+    last_error_ = rollback_;
   } else {
     if (last_ok_ || last_error_ != info.status().message()) {
       log::Warn("health", "Vault check failed", {{"error", std::string(info.status().message())}});

@@ -14,6 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "envelope/binding.h"
+#include "envelope/rollback.h"
 #include "hardening/secret_buffer.h"
 #include "vault/transit_client.h"
 
@@ -70,6 +72,8 @@ bool IsFqdn(std::string_view name);
 struct KeyState {
   int64_t latest_version = 0;  // 0 before the first successful check
   std::optional<std::chrono::milliseconds> since_last_ok;  // unset: never succeeded
+  uint64_t rollbacks_detected = 0;  // times a key rollback was newly detected (docs/rollback.md)
+  bool rollback_active = false;     // Encrypt refused now because of one
 };
 
 struct TransitKeyServiceOptions {
@@ -77,6 +81,7 @@ struct TransitKeyServiceOptions {
   std::chrono::milliseconds refresh_period{15000};
   std::chrono::milliseconds stale_after{45000};
   std::chrono::milliseconds check_timeout{5000};
+  BindingOptions binding;  // docs/binding.md; default: off
 };
 
 class TransitKeyService final : public KeyService {
@@ -99,8 +104,29 @@ class TransitKeyService final : public KeyService {
 
   // "<namespace/>mount/key:v<N>": stable across server addresses, changes on rotation.
   std::string KeyIdFor(int64_t version) const;
+  // KeyIdFor plus "+aad1" when new seeds are bound (docs/formats.md section 4).
+  std::string WrittenKeyIdFor(int64_t version) const;
+
+  // The view the KMS v1beta1 adapter uses: never bound (v1beta1 has no annotations), refused
+  // under binding.strict. Lives as long as this service.
+  KeyService& V1Beta1View() { return v1_view_; }
 
  private:
+  class V1Beta1ViewImpl final : public KeyService {
+   public:
+    explicit V1Beta1ViewImpl(TransitKeyService& owner) : owner_(owner) {}
+    absl::StatusOr<EncryptResult> Encrypt(std::string_view plaintext, Deadline deadline) override;
+    absl::StatusOr<DecryptResult> Decrypt(std::string_view ciphertext, std::string_view key_id,
+                                          const std::map<std::string, std::string>& annotations,
+                                          Deadline deadline) override;
+    HealthSnapshot Health() const override { return owner_.Health(); }
+
+   private:
+    TransitKeyService& owner_;
+  };
+
+  absl::StatusOr<EncryptResult> EncryptImpl(std::string_view plaintext, Deadline deadline,
+                                            bool bind);
   void Run();
 
   vault::TransitClient& transit_;
@@ -116,6 +142,11 @@ class TransitKeyService final : public KeyService {
   SteadyTime last_ok_at_{};
   std::string last_error_;
   int64_t latest_version_ = 0;
+  RollbackGuard rollback_guard_;
+  std::string rollback_;   // non-empty: a rollback was detected; Encrypt refused with this
+  uint64_t rollbacks_detected_ = 0;
+  std::string key_type_problem_;  // non-empty: binding on and the key type cannot bind
+  V1Beta1ViewImpl v1_view_{*this};
   std::thread thread_;
 };
 

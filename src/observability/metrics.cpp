@@ -234,6 +234,12 @@ std::vector<prometheus::MetricFamily> CollectState() {
                          MetricType::Gauge, s.last_success_age_seconds));
   out.push_back(OneValue("trousseau_healthy", "1 when Status reports healthz \"ok\".",
                          MetricType::Gauge, s.healthy ? 1 : 0));
+  out.push_back(OneValue("trousseau_transit_key_rollbacks_total",
+                         "Times the Transit key was newly seen rolled back or replaced.",
+                         MetricType::Counter, static_cast<double>(s.key_rollbacks)));
+  out.push_back(OneValue("trousseau_transit_key_rollback",
+                         "1 while Encrypt is refused because the Transit key was rolled back.",
+                         MetricType::Gauge, s.key_rollback_active ? 1 : 0));
   out.push_back(OneValue("trousseau_audit_records_dropped_total",
                          "Audit and log lines dropped because stderr stalled.",
                          MetricType::Counter, dropped ? static_cast<double>(dropped()) : 0));

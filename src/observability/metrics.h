@@ -59,6 +59,8 @@ struct RuntimeState {
   std::string key_id;                    // empty before the first successful check
   double last_success_age_seconds = -1;  // -1: never
   bool healthy = false;
+  uint64_t key_rollbacks = 0;        // docs/rollback.md
+  bool key_rollback_active = false;
 };
 using StateProvider = std::function<RuntimeState()>;
 // Set once by main() before the listener starts; read on every scrape.

@@ -120,7 +120,7 @@ absl::Status TransitClient::MapHttpError(const HttpResponse& resp, std::string_v
 }
 
 absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64_t key_version,
-                                               Deadline deadline) {
+                                               Deadline deadline, std::string_view associated_data) {
   SecretBuffer b64(base64::EncodedLength(plaintext.size()) + 1);
   b64.resize(base64::EncodedLength(plaintext.size()) + 1);
   base64::EncodeInto(reinterpret_cast<const uint8_t*>(plaintext.data()), plaintext.size(),
@@ -131,6 +131,10 @@ absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64
     SecretJson req = SecretJson::object();
     req["plaintext"] = WipingString(b64.chars(), b64.size());
     if (key_version > 0) req["key_version"] = key_version;
+    if (!associated_data.empty()) {
+      const std::string ad = base64::Encode(associated_data);
+      req["associated_data"] = WipingString(ad.data(), ad.size());
+    }
     body = DumpSecret(req);
   }
   ASSIGN_OR_RETURN(HttpResponse resp, Call(HttpRequest::Method::kPost,
@@ -157,12 +161,17 @@ absl::StatusOr<Wrapped> TransitClient::Encrypt(std::string_view plaintext, int64
   return out;
 }
 
-absl::StatusOr<Unwrapped> TransitClient::Decrypt(std::string_view ciphertext, Deadline deadline) {
+absl::StatusOr<Unwrapped> TransitClient::Decrypt(std::string_view ciphertext, Deadline deadline,
+                                                 std::string_view associated_data) {
   RETURN_IF_ERROR(ParseCiphertextVersion(ciphertext, kMaxV1CiphertextBytes).status());
   SecretBuffer body;
   {
     SecretJson req = SecretJson::object();
     req["ciphertext"] = WipingString(ciphertext.data(), ciphertext.size());
+    if (!associated_data.empty()) {
+      const std::string ad = base64::Encode(associated_data);
+      req["associated_data"] = WipingString(ad.data(), ad.size());
+    }
     body = DumpSecret(req);
   }
   ASSIGN_OR_RETURN(HttpResponse resp, Call(HttpRequest::Method::kPost,
@@ -202,6 +211,24 @@ absl::StatusOr<KeyInfo> TransitClient::ReadKey(Deadline deadline) {
   }
   ReadInt(data, "min_decryption_version", &info.min_decryption_version);
   ReadInt(data, "min_encryption_version", &info.min_encryption_version);
+  if (auto k = data.find("keys"); k != data.end() && k->is_object()) {
+    const auto* keys = k->get_ptr<const SecretJson::object_t*>();
+    for (const auto& [name, val] : *keys) {
+      if (name.empty() || name.size() > 9 || name.find_first_not_of("0123456789") != name.npos) continue;
+      const int64_t v = std::stoll(std::string(name.data(), name.size()));
+      std::string when;
+      if (val.is_number_integer()) {
+        when = std::to_string(val.get<int64_t>());
+      } else if (val.is_object()) {
+        auto c = val.find("creation_time");
+        if (c != val.end() && c->is_string()) {
+          const auto& cs = c->get_ref<const WipingString&>();
+          when = Truncated(std::string_view(cs.data(), cs.size()), 64);
+        }
+      }
+      if (v > 0 && !when.empty()) info.created[v] = std::move(when);
+    }
+  }
   auto t = data.find("type");
   if (t != data.end() && t->is_string()) {
     const auto& s = t->get_ref<const WipingString&>();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -17,6 +18,9 @@ struct KeyInfo {
   int64_t min_decryption_version = 0;
   int64_t min_encryption_version = 0;
   std::string type;
+  // The `keys` map: version -> creation time as Vault wrote it (Unix seconds for symmetric keys,
+  // the RFC 3339 `creation_time` for asymmetric ones). Compared, never interpreted.
+  std::map<int64_t, std::string> created;
 };
 
 // Vault's request_id is a UUID; anything longer or with other characters is not kept.
@@ -41,9 +45,12 @@ class TransitClient {
 
   // key_version 0 means "latest". Passing the version Status reports keeps the key_id that
   // Encrypt returns equal to the one Status returns, even during a rotation.
+  // `associated_data` (raw bytes, sent base64) is authenticated by AEAD key types and not stored;
+  // empty: none sent (docs/formats.md, binding).
   absl::StatusOr<Wrapped> Encrypt(std::string_view plaintext, int64_t key_version,
-                                  Deadline deadline);
-  absl::StatusOr<Unwrapped> Decrypt(std::string_view ciphertext, Deadline deadline);
+                                  Deadline deadline, std::string_view associated_data = {});
+  absl::StatusOr<Unwrapped> Decrypt(std::string_view ciphertext, Deadline deadline,
+                                    std::string_view associated_data = {});
   absl::StatusOr<KeyInfo> ReadKey(Deadline deadline);
 
   const std::string& mount() const { return mount_; }

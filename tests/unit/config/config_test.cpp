@@ -887,3 +887,25 @@ TEST_CASE("http.listen refuses garbage with a message naming the key") {
 }
 }  // namespace
 }  // namespace trousseau::config
+
+TEST_CASE("binding: defaults off, values validated with the key named") {
+  const Config d = MustParse(kMinimal);
+  CHECK(d.binding.cluster_id.empty());
+  CHECK(d.binding.write);
+  CHECK_FALSE(d.binding.strict);
+  const Config c = MustParse(kMinimal + "binding:\n  cluster_id: prod-eu-1.example:a_b\n  strict: true\n");
+  CHECK(c.binding.cluster_id == "prod-eu-1.example:a_b");
+  CHECK(c.binding.strict);
+  CHECK_FALSE(MustParse(kMinimal + "binding:\n  cluster_id: a\n  write: false\n").binding.write);
+  CHECK(MustParse(kMinimal + "binding:\n  cluster_id: " + std::string(128, 'x') + "\n").binding.cluster_id.size() == 128);
+  CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster_id: " + std::string(129, 'x') + "\n"),
+             Contains("binding.cluster_id") && Contains("128"));
+  CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster_id: \"a b\"\n"), Contains("binding.cluster_id"));
+  CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster_id: \"\"\n"), Contains("binding.cluster_id"));
+  CHECK_THAT(ErrorOf(kMinimal + "binding:\n  strict: true\n"),
+             Contains("binding.strict") && Contains("requires binding.cluster_id"));
+  CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster_id: a\n  strict: true\n  write: false\n"),
+             Contains("binding.strict"));
+  CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster_id: a\n  strict: yes please\n"), Contains("binding.strict"));
+  CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster: a\n"), Contains("unknown key \"binding.cluster\""));
+}
