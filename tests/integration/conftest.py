@@ -6,9 +6,15 @@ Session fixtures: `it_dir` (a 0755 temp dir the plugin can traverse after droppi
 test), `plugin_factory` and `plugin` (a running `trousseau serve`; teardown asserts exit 0 on
 SIGTERM and that the socket is gone).
 
-Env: TROUSSEAU_BIN (plugin path), TROUSSEAU_SECCOMP (seccomp.mode, default enforce),
-TROUSSEAU_REQUIRE_BIN=1 (fail instead of skip when the binary is missing),
-TROUSSEAU_IT_KEEP=1 (keep the temp dir).
+Env: TROUSSEAU_BIN (plugin path), TROUSSEAU_SECCOMP (seccomp.mode, default enforce; "disabled"
+for a sanitizer build), TROUSSEAU_REQUIRE_BIN=1 (fail instead of skip when the binary is missing),
+TROUSSEAU_IT_KEEP=1 (keep the temp dir), TROUSSEAU_SANITIZER (override the detection below).
+
+Sanitizer builds (the binary links libasan/libubsan/libtsan, itlib.plugin.sanitizer_of): every
+plugin's stderr is scanned at teardown and any sanitizer report fails the test, even when the
+plugin kept running; seccomp defaults to "disabled" (the sanitizer runtimes make syscalls the
+allowlist does not have); tests marked `no_sanitizer` (they assert seccomp, memory residue or
+hardening properties a sanitizer runtime changes) are skipped with the reason.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from itlib import stubs  # noqa: E402
 from itlib.openbao import PLUGIN_GID, PLUGIN_UID, OpenBao  # noqa: E402
 from itlib.pki import make_pki  # noqa: E402
-from itlib.plugin import DELETE, Plugin, PluginError, merge, plugin_binary  # noqa: E402
+from itlib.plugin import (DELETE, Plugin, PluginError, merge, plugin_binary,  # noqa: E402
+                          sanitizer_of)
 
 __all__ = ["DELETE"]
 
@@ -94,6 +101,21 @@ def plugin_bin():
 _plugin_counter = itertools.count(1)
 
 
+def default_seccomp(binary: str) -> str:
+    return os.environ.get("TROUSSEAU_SECCOMP", "disabled" if sanitizer_of(binary) else "enforce")
+
+
+def pytest_collection_modifyitems(config, items):
+    san = sanitizer_of(plugin_binary())
+    if not san:
+        return
+    for item in items:
+        m = item.get_closest_marker("no_sanitizer")
+        if m is not None:
+            why = m.args[0] if m.args else "asserts a property a sanitizer runtime changes"
+            item.add_marker(pytest.mark.skip(reason=f"plugin built with -fsanitize={san}: {why}"))
+
+
 class PluginFactory:
     def __init__(self, binary, it_dir, bao, kms, node):
         self.binary = binary
@@ -121,7 +143,7 @@ class PluginFactory:
             },
             "status": {"refresh_period": "1s", "stale_after": "3s"},
             "log": {"level": "debug"},
-            "seccomp": {"mode": os.environ.get("TROUSSEAU_SECCOMP", "enforce")},
+            "seccomp": {"mode": default_seccomp(self.binary)},
         }
 
     def make(self, overrides: dict | None = None, socket_path: str | None = None) -> Plugin:
@@ -175,6 +197,13 @@ class PluginFactory:
                 problems.append(f"{pl.name}: exit code {rc} after SIGTERM (want 0)")
             if os.path.lexists(pl.socket_path):
                 problems.append(f"{pl.name}: socket {pl.socket_path} still there after exit")
+        # after the exits: reports printed at exit (TSan's, LSan's) are in the files by now
+        for pl in self.started:
+            if pl.proc is None:
+                continue
+            report = pl.sanitizer_report()
+            if report:
+                problems.append(f"{pl.name}: sanitizer report in stderr:\n{report}")
         return problems
 
 

@@ -18,7 +18,11 @@ import pytest
 from itlib.openbao import PLUGIN_GID, PLUGIN_UID
 from test_core import wait_ok
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (privilege drop, /proc/<pid>/mem)")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (privilege drop, /proc/<pid>/mem)"),
+    pytest.mark.no_sanitizer("seccomp, residue and hardening are asserted on the shipped build; "
+                             "sanitizer builds drop wipe-on-free and run without seccomp"),
+]
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 

@@ -8,6 +8,7 @@ import signal
 import time
 
 import grpc
+import pytest
 
 from test_core import rpc_error, wait_not_ok, wait_ok
 
@@ -34,6 +35,8 @@ def test_replaced_ca_file_is_reloaded_without_restart(plugin_factory, bao, it_di
     assert '"event":"tls.reload"' in pl.stderr_text()
 
 
+@pytest.mark.no_sanitizer("asserts seccomp mode 2; the sanitizer runtimes need syscalls the "
+                          "allowlist refuses")
 def test_host_name_address_resolves_under_seccomp(plugin_factory, bao):
     """`localhost` goes through getaddrinfo (/etc/hosts, nsswitch) inside the filter."""
     pl = plugin_factory.start({"vault": {"addresses": [f"https://localhost:{bao.port}"]},

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
+import re
 import signal
 import socket
 import stat
@@ -19,6 +21,39 @@ DEFAULT_BIN = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."
 
 def plugin_binary() -> str:
     return os.environ.get("TROUSSEAU_BIN", DEFAULT_BIN)
+
+
+@functools.lru_cache(maxsize=None)
+def sanitizer_of(binary: str) -> str:
+    """"address,undefined", "thread" or "" for a plain build: which sanitizer runtime the binary
+    links (GCC links libasan/libubsan/libtsan dynamically). TROUSSEAU_SANITIZER overrides."""
+    forced = os.environ.get("TROUSSEAU_SANITIZER")
+    if forced is not None:
+        return forced
+    try:
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    found = [name for lib, name in (("libasan.so", "address"), ("libubsan.so", "undefined"),
+                                    ("libtsan.so", "thread")) if lib in out]
+    return ",".join(found)
+
+
+# A sanitizer report in the plugin's stderr (the plugin's own log lines are JSON objects and
+# never match): ASan/LSan/TSan headers and summaries, TSan's fatal errors, UBSan's
+# "file:line:col: runtime error: ...".
+_SANITIZER_LINE = re.compile(
+    r"^(?!\{).*(?:(?:Address|Leak|Thread|UndefinedBehavior|Memory)Sanitizer[: ]|"
+    r": runtime error: )", re.M)
+
+
+def sanitizer_report(text: str, context: int = 40) -> str:
+    """The first sanitizer report in text (that line and up to `context` lines after), or ""."""
+    m = _SANITIZER_LINE.search(text)
+    if not m:
+        return ""
+    lines = text[m.start():].splitlines()
+    return "\n".join(lines[:context + 1])
 
 
 class _Delete:
@@ -261,6 +296,11 @@ class Plugin:
                 break
             time.sleep(0.05)
         return self.stderr_text()
+
+    def sanitizer_report(self) -> str:
+        """The first sanitizer report in this plugin's stderr so far, or "" (also while it
+        keeps running: UBSan and TSan with halt_on_error=0 report and continue)."""
+        return sanitizer_report(self.stderr_text())
 
     def stdout_text(self) -> str:
         try:
