@@ -331,6 +331,14 @@ def test_proof1_short_ttl_token_renewed_under_load_with_zero_failures(plugin_fac
     assert 1 + len(later) <= n["logins"], (n["logins"], later)
     assert len(n["login_reasons"]) == n["logins"], n
     second_issued = min(t for t, _ in later.values())
+    print(f"proof 1: OpenBao issued the second token {second_issued - first_issued:.2f} s after "
+          f"the first (max TTL {MAX_TTL_S} s)")
+    # OpenBao's corroboration that the first token never lapsed. It cannot tell the proactive
+    # path (planned ~1.3 s ahead, a third of the 4 s increment) from a re-login just at expiry
+    # on the plugin's own clock: with the proactive path broken that way, the second token came
+    # 60.26 s after the first once (caught) and under 60 s another time (not caught); a loaded
+    # machine's login latency (1.1 s seen) eats the margin, so no tighter bound is reliable.
+    # The reason assertion above is what tells the two apart.
     assert second_issued < first_issued + MAX_TTL_S, (second_issued - first_issued, later)
 
 
