@@ -117,20 +117,15 @@ int DecryptCommand(std::vector<std::string> args) {
     std::fputs(kHelp, stdout);
     return kExitOk;
   }
-  if (!flags->positional().empty()) {
-    for (auto& p : flags->mutable_positional()) WipeString(p);
-    return UsageError(cmd, "the ciphertext is read from stdin only, never from an argument: "
-                           "trousseau decrypt --socket PATH < ciphertext");
-  }
-  const std::string socket = flags->get("socket");
-  if (socket.empty()) return UsageError(cmd, "--socket PATH is required");
-  const std::string api = flags->get("api", "v2");
-  if (api != "v2" && api != "v1beta1") return UsageError(cmd, "--api must be v2 or v1beta1");
-  std::string input_mode = flags->get("input", "auto");
-  if (flags->has("raw")) {
-    if (flags->has("input") && input_mode != "raw") return UsageError(cmd, "--raw contradicts --input");
-    input_mode = "raw";
-  }
+  auto common = ParseKmsCommandFlags(
+      *flags,
+      "the ciphertext is read from stdin only, never from an argument: "
+      "trousseau decrypt --socket PATH < ciphertext",
+      "input", "auto");
+  if (!common.ok()) return UsageError(cmd, std::string(common.status().message()));
+  const std::string& socket = common->socket;
+  const std::string& api = common->api;
+  const std::string& input_mode = common->mode;
   if (input_mode != "auto" && input_mode != "base64" && input_mode != "raw" && input_mode != "json") {
     return UsageError(cmd, "--input must be auto, base64, raw or json");
   }

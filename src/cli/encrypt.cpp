@@ -58,21 +58,15 @@ int EncryptCommand(std::vector<std::string> args) {
     std::fputs(kHelp, stdout);
     return kExitOk;
   }
-  if (!flags->positional().empty()) {
-    for (auto& p : flags->mutable_positional()) WipeString(p);
-    return UsageError(cmd, "the plaintext is read from stdin only, never from an argument "
-                           "(arguments show in ps and shell history): printf %s \"$DATA\" | "
-                           "trousseau encrypt --socket PATH");
-  }
-  const std::string socket = flags->get("socket");
-  if (socket.empty()) return UsageError(cmd, "--socket PATH is required");
-  const std::string api = flags->get("api", "v2");
-  if (api != "v2" && api != "v1beta1") return UsageError(cmd, "--api must be v2 or v1beta1");
-  std::string output = flags->get("output", "base64");
-  if (flags->has("raw")) {
-    if (flags->has("output") && output != "raw") return UsageError(cmd, "--raw contradicts --output");
-    output = "raw";
-  }
+  auto common = ParseKmsCommandFlags(
+      *flags,
+      "the plaintext is read from stdin only, never from an argument (arguments show in ps and "
+      "shell history): printf %s \"$DATA\" | trousseau encrypt --socket PATH",
+      "output", "base64");
+  if (!common.ok()) return UsageError(cmd, std::string(common.status().message()));
+  const std::string& socket = common->socket;
+  const std::string& api = common->api;
+  const std::string& output = common->mode;
   if (output != "base64" && output != "raw" && output != "json") {
     return UsageError(cmd, "--output must be base64, raw or json");
   }

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli/cli.h"
+#include "cli/io.h"
 
 namespace trousseau::cli {
 
@@ -67,6 +68,31 @@ int UsageError(const std::string& command, const std::string& message) {
   std::fprintf(stderr, "trousseau %s: %s\n(see: trousseau %s --help)\n", command.c_str(),
                message.c_str(), command.c_str());
   return kExitUsage;
+}
+
+absl::StatusOr<KmsCommandFlags> ParseKmsCommandFlags(Flags& flags,
+                                                     const std::string& positional_error,
+                                                     const std::string& mode_flag,
+                                                     const std::string& mode_default) {
+  if (!flags.positional().empty()) {
+    for (auto& p : flags.mutable_positional()) WipeString(p);
+    return absl::InvalidArgumentError(positional_error);
+  }
+  KmsCommandFlags out;
+  out.socket = flags.get("socket");
+  if (out.socket.empty()) return absl::InvalidArgumentError("--socket PATH is required");
+  out.api = flags.get("api", "v2");
+  if (out.api != "v2" && out.api != "v1beta1") {
+    return absl::InvalidArgumentError("--api must be v2 or v1beta1");
+  }
+  out.mode = flags.get(mode_flag, mode_default);
+  if (flags.has("raw")) {
+    if (flags.has(mode_flag) && out.mode != "raw") {
+      return absl::InvalidArgumentError("--raw contradicts --" + mode_flag);
+    }
+    out.mode = "raw";
+  }
+  return out;
 }
 
 }  // namespace trousseau::cli

@@ -36,6 +36,21 @@ class Flags {
   std::vector<std::string> positional_;
 };
 
+// What encrypt and decrypt share after parsing: no positional argument (it may be a secret, so
+// it is wiped before the error), --socket required, --api v2|v1beta1, and --raw as shorthand
+// for `--<mode_flag> raw` (contradicting an explicit other value is an error).
+struct KmsCommandFlags {
+  std::string socket;
+  std::string api;   // "v2" or "v1beta1"
+  std::string mode;  // the value of --<mode_flag> (or "raw" from --raw), else mode_default
+};
+// `positional_error` is the message for a positional argument. Errors are InvalidArgument with
+// the text UsageError prints.
+absl::StatusOr<KmsCommandFlags> ParseKmsCommandFlags(Flags& flags,
+                                                     const std::string& positional_error,
+                                                     const std::string& mode_flag,
+                                                     const std::string& mode_default);
+
 // Prints "trousseau <command>: <message>" and a pointer to --help on stderr; returns kExitUsage.
 int UsageError(const std::string& command, const std::string& message);
 

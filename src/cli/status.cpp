@@ -32,8 +32,19 @@ constexpr const char* kHelp =
     "\n"
     "Exit codes: 0 healthy, 1 unhealthy or unreachable, 2 usage error.\n";
 
-double Millis(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
+// One unary call with the deadline, timed; records code, latency and (on failure) the error.
+template <typename Call>
+grpc::Status TimedCall(std::chrono::milliseconds timeout, nlohmann::ordered_json& record,
+                       Call&& call) {
+  grpc::ClientContext ctx;
+  SetTimeout(ctx, timeout);
+  const auto t0 = std::chrono::steady_clock::now();
+  grpc::Status st = call(ctx);
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  record["code"] = CodeName(st.error_code());
+  record["latency_ms"] = std::chrono::duration<double, std::milli>(elapsed).count();
+  if (!st.ok()) record["error"] = st.error_message();
+  return st;
 }
 
 }  // namespace
@@ -73,19 +84,11 @@ int StatusCommand(std::vector<std::string> args) {
 
   // KMS v2 Status.
   nlohmann::ordered_json v2j;
-  grpc::Status v2st;
   ::v2::StatusResponse v2resp;
-  double v2ms = 0;
-  {
-    auto stub = ::v2::KeyManagementService::NewStub(*channel);
-    grpc::ClientContext ctx;
-    SetTimeout(ctx, *timeout);
-    const auto t0 = std::chrono::steady_clock::now();
-    v2st = stub->Status(&ctx, ::v2::StatusRequest(), &v2resp);
-    v2ms = Millis(std::chrono::steady_clock::now() - t0);
-  }
-  v2j["code"] = CodeName(v2st.error_code());
-  v2j["latency_ms"] = v2ms;
+  auto v2stub = ::v2::KeyManagementService::NewStub(*channel);
+  const grpc::Status v2st = TimedCall(*timeout, v2j, [&](grpc::ClientContext& ctx) {
+    return v2stub->Status(&ctx, ::v2::StatusRequest(), &v2resp);
+  });
   if (v2st.ok()) {
     v2j["version"] = v2resp.version();
     v2j["healthz"] = v2resp.healthz();
@@ -101,7 +104,6 @@ int StatusCommand(std::vector<std::string> args) {
                 "transit key yet (see its log)";
     }
   } else {
-    v2j["error"] = v2st.error_message();
     problem = "v2 Status failed: " + CodeAndMessage(v2st);
     const std::string hint = Hint(v2st, socket);
     if (!hint.empty()) problem += " (" + hint + ")";
@@ -110,33 +112,26 @@ int StatusCommand(std::vector<std::string> args) {
 
   // KMS v1beta1 Version.
   nlohmann::ordered_json v1j;
-  grpc::Status v1st;
   ::v1beta1::VersionResponse v1resp;
-  double v1ms = 0;
-  {
-    auto stub = ::v1beta1::KeyManagementService::NewStub(*channel);
-    grpc::ClientContext ctx;
-    SetTimeout(ctx, *timeout);
-    ::v1beta1::VersionRequest req;
-    req.set_version("v1beta1");
-    const auto t0 = std::chrono::steady_clock::now();
-    v1st = stub->Version(&ctx, req, &v1resp);
-    v1ms = Millis(std::chrono::steady_clock::now() - t0);
-  }
-  v1j["code"] = CodeName(v1st.error_code());
-  v1j["latency_ms"] = v1ms;
+  ::v1beta1::VersionRequest v1req;
+  v1req.set_version("v1beta1");
+  auto v1stub = ::v1beta1::KeyManagementService::NewStub(*channel);
+  const grpc::Status v1st = TimedCall(*timeout, v1j, [&](grpc::ClientContext& ctx) {
+    return v1stub->Version(&ctx, v1req, &v1resp);
+  });
   if (v1st.ok()) {
     v1j["version"] = v1resp.version();
     v1j["runtime_name"] = v1resp.runtime_name();
     v1j["runtime_version"] = v1resp.runtime_version();
   } else {
-    v1j["error"] = v1st.error_message();
     if (problem.empty()) problem = "v1beta1 Version failed: " + CodeAndMessage(v1st);
   }
   out["v1beta1"] = v1j;
   out["healthy"] = problem.empty();
   if (!problem.empty()) out["problem"] = problem;
 
+  const double v2ms = v2j["latency_ms"].get<double>();
+  const double v1ms = v1j["latency_ms"].get<double>();
   if (output == "json") {
     std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {

@@ -66,6 +66,10 @@ struct Families {
       .Name("trousseau_vault_redirects_refused_total")
       .Help("Standby redirects not followed because the target is not in vault.addresses.")
       .Register(*registry).Add({});
+  Counter& redirects_followed = prometheus::BuildCounter()
+      .Name("trousseau_vault_redirects_followed_total")
+      .Help("Standby redirects followed to an address in vault.addresses.")
+      .Register(*registry).Add({});
   Family<Gauge>& build_info = prometheus::BuildGauge()
       .Name("trousseau_build_info")
       .Help("Always 1; the labels name the build.")
@@ -350,6 +354,7 @@ void ObserveVault(std::string_view path, std::string_view node, long http_status
 
 void VaultFailover() { F().failovers.Increment(); }
 void VaultRedirectRefused() { F().redirects_refused.Increment(); }
+void VaultRedirectFollowed() { F().redirects_followed.Increment(); }
 
 void SetStateProvider(StateProvider provider) {
   Families& f = F();

@@ -40,6 +40,7 @@ void SetVaultNodes(const std::vector<std::string>& nodes);
 void ObserveVault(std::string_view path, std::string_view node, long http_status, double seconds);
 void VaultFailover();
 void VaultRedirectRefused();
+void VaultRedirectFollowed();
 
 // The bounded classification behind the labels (exposed for tests).
 std::string_view VaultEndpointClass(std::string_view path);

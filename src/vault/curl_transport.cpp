@@ -397,6 +397,7 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
       }
       log::Info("vault.redirect", "following standby redirect to the active node",
                 {{"from", node}, {"to", origin}});
+      metrics::VaultRedirectFollowed();
       node = origin;
       resp = SendOnce(*handle, node, request, &retryable);
     }

@@ -30,6 +30,24 @@ type etcdServer struct {
 	client    *clientv3.Client
 }
 
+// workDir makes a temporary directory for one test: removed afterwards, or kept (and named in
+// the test log) when the test failed or TROUSSEAU_E2E_KEEP asks for it.
+func workDir(t *testing.T, env e2eEnv, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if env.keep || t.Failed() {
+			t.Logf("work dir kept: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
 // startEtcd runs the etcd binary on two random loopback ports with its data in dir and
 // waits for /health. A lost port race (etcd exits at once) is retried with new ports.
 func startEtcd(t *testing.T, bin, dir string, timeout time.Duration) *etcdServer {

@@ -177,17 +177,7 @@ func TestKubeAPIServerEncryptsSecretsThroughTrousseau(t *testing.T) {
 	env := loadEnv(t)
 	testStart := time.Now()
 
-	dir, err := os.MkdirTemp("", "trousseau-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if env.keep || t.Failed() {
-			t.Logf("work dir kept: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := workDir(t, env, "trousseau-e2e-")
 	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Minute)
 	defer cancel()
 

@@ -219,17 +219,7 @@ func TestHAControlPlane(t *testing.T) {
 	t.Setenv("TROUSSEAU_ROTATE_CMD", he.rotateCmd)
 	env := loadEnv(t)
 	testStart := time.Now()
-	dir, err := os.MkdirTemp("", "trousseau-e2e-ha-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if env.keep || t.Failed() {
-			t.Logf("work dir kept: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := workDir(t, env, "trousseau-e2e-ha-")
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 

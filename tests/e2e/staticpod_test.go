@@ -24,17 +24,7 @@ func TestKubeAPIServerOnStaticPodSocket(t *testing.T) {
 	t.Setenv("TROUSSEAU_SOCKET", sock)
 	t.Setenv("TROUSSEAU_ROTATE_CMD", "true") // loadEnv wants one; this test does not rotate
 	env := loadEnv(t)
-	dir, err := os.MkdirTemp("", "trousseau-e2e-staticpod-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if env.keep || t.Failed() {
-			t.Logf("work dir kept: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := workDir(t, env, "trousseau-e2e-staticpod-")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 

@@ -79,17 +79,7 @@ func TestKubernetesAuthTokenReview(t *testing.T) {
 	}
 	env := loadEnv(t)
 	waitMax := envDuration(t, "TROUSSEAU_TR_WAIT", 5*time.Minute)
-	dir, err := os.MkdirTemp("", "trousseau-e2e-tr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if env.keep || t.Failed() {
-			t.Logf("work dir kept: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := workDir(t, env, "trousseau-e2e-tr-")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 

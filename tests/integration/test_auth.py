@@ -145,17 +145,24 @@ class Load:
 
 
 def lifecycle_numbers(plugin) -> dict:
+    """Counts come from the plugin's /metrics (what it did); the reasons, durations and
+    invalidations only exist in its log records, so those are read there."""
     logins = [e for e in log_events(plugin, "auth.login") if e.get("msg") == "logged in to Vault"]
     renews = [e for e in log_events(plugin, "auth.renew") if e.get("level") == "info"]
     waits = [e.get("wait_ms", 0) for e in log_events(plugin, "auth.wait")]
+    m = plugin.metrics()
+
+    def count(name: str, outcome: str) -> int:
+        return int(m.get(f'{name}{{outcome="{outcome}"}}', 0))
+
     return {
-        "logins": len(logins),
+        "logins": count("trousseau_vault_logins_total", "success"),
+        "login_failures": count("trousseau_vault_logins_total", "failure"),
         "login_reasons": [e.get("reason") for e in logins],
         "login_ms_max": max((e.get("duration_ms", 0) for e in logins), default=0),
-        "renewals": len(renews),
+        "renewals": count("trousseau_vault_token_renewals_total", "success"),
         "renewal_ms_max": max((e.get("duration_ms", 0) for e in renews), default=0),
-        "renewal_failures": len([e for e in log_events(plugin, "auth.renew")
-                                 if e.get("level") != "info"]),
+        "renewal_failures": count("trousseau_vault_token_renewals_total", "failure"),
         "invalidations": len(log_events(plugin, "auth.invalidate")),
         "longest_wait_ms": max(waits, default=0),
     }
@@ -319,7 +326,19 @@ def test_proof1_short_ttl_token_renewed_under_load_with_zero_failures(plugin_fac
     # OpenBao's own record: the second token was issued before the first one's max TTL ended.
     later = {a: t for a, t in token_times(bao, "it-approle-short").items() if a != first_acc}
     assert later, "OpenBao holds no second token for the mount"
+    # the plugin's login counter and OpenBao's tokens agree (a revoked or expired token is gone
+    # from OpenBao, so the plugin may have logged in more often than OpenBao still shows)
+    assert 1 + len(later) <= n["logins"], (n["logins"], later)
+    assert len(n["login_reasons"]) == n["logins"], n
     second_issued = min(t for t, _ in later.values())
+    print(f"proof 1: OpenBao issued the second token {second_issued - first_issued:.2f} s after "
+          f"the first (max TTL {MAX_TTL_S} s)")
+    # OpenBao's corroboration that the first token never lapsed. It cannot tell the proactive
+    # path (planned ~1.3 s ahead, a third of the 4 s increment) from a re-login just at expiry
+    # on the plugin's own clock: with the proactive path broken that way, the second token came
+    # 60.26 s after the first once (caught) and under 60 s another time (not caught); a loaded
+    # machine's login latency (1.1 s seen) eats the margin, so no tighter bound is reliable.
+    # The reason assertion above is what tells the two apart.
     assert second_issued < first_issued + MAX_TTL_S, (second_issued - first_issued, later)
 
 

@@ -117,6 +117,7 @@ def test_metrics_count_a_known_sequence_exactly(plugin, bao):
     assert 0 <= s["trousseau_vault_last_success_age_seconds"] < 10
     assert s["trousseau_vault_failovers_total"] == 0
     assert s["trousseau_vault_redirects_refused_total"] == 0
+    assert s["trousseau_vault_redirects_followed_total"] == 0
     assert s["trousseau_audit_records_dropped_total"] == 0
     build = [k for k in s if k.startswith("trousseau_build_info{")]
     assert len(build) == 1 and 'tls_library="OpenSSL 3.' in build[0], build

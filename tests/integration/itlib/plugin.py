@@ -316,6 +316,33 @@ class Plugin:
             text = "... (cut) ...\n" + text[-limit:]
         return text
 
+    def metrics(self, timeout: float = 5.0) -> dict[str, float]:
+        """The plugin's /metrics as {'name{labels}': value}, labels as printed. Counters read
+        here are the plugin's own observable behaviour, not its log text."""
+        import urllib.request
+        if not self.http_port:
+            raise PluginError(f"{self.name}: no http.listen port, so no /metrics")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics",
+                                    timeout=timeout) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                out[key] = float(value)
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include all of `labels` (0 if none)."""
+        total = 0.0
+        for key, value in self.metrics().items():
+            base, _, rest = key.partition("{")
+            if base != name:
+                continue
+            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += value
+        return total
+
     def socket_is_socket(self) -> bool:
         try:
             return stat.S_ISSOCK(os.lstat(self.socket_path).st_mode)

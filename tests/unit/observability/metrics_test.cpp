@@ -89,6 +89,8 @@ TEST_CASE("the exposition holds the agreed families, counted and read at scrape 
   metrics::ObserveVault("/v1/transit/encrypt/k", "https://vault-a.test:8200", 0, 2.0);
   metrics::VaultFailover();
   metrics::VaultRedirectRefused();
+  metrics::VaultRedirectFollowed();
+  metrics::VaultRedirectFollowed();
   int reads = 0;
   metrics::SetStateProvider([&reads] {
     ++reads;
@@ -121,6 +123,7 @@ TEST_CASE("the exposition holds the agreed families, counted and read at scrape 
   CHECK(Sample(text, R"(trousseau_vault_request_duration_seconds_count{endpoint="encrypt"})") == 2);
   CHECK(Sample(text, "trousseau_vault_failovers_total") == 1);
   CHECK(Sample(text, "trousseau_vault_redirects_refused_total") == 1);
+  CHECK(Sample(text, "trousseau_vault_redirects_followed_total") == 2);
   CHECK(Sample(text, "trousseau_vault_token_ttl_seconds") == 1234.5);
   CHECK(Sample(text, R"(trousseau_vault_logins_total{outcome="success"})") == 2);
   CHECK(Sample(text, R"(trousseau_vault_logins_total{outcome="failure"})") == 1);
