@@ -27,17 +27,7 @@ func TestCopiedSecretDoesNotOpenInAnotherCluster(t *testing.T) {
 	t.Setenv("TROUSSEAU_SOCKET", sockA)
 	t.Setenv("TROUSSEAU_ROTATE_CMD", "true") // loadEnv wants one; this test does not rotate
 	env := loadEnv(t)
-	dir, err := os.MkdirTemp("", "trousseau-e2e-binding-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if env.keep || t.Failed() {
-			t.Logf("work dir kept: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := workDir(t, env, "trousseau-e2e-binding-")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 
@@ -86,7 +76,7 @@ func TestCopiedSecretDoesNotOpenInAnotherCluster(t *testing.T) {
 	if _, err := b.et.client.Put(ctx, key, string(s.raw)); err != nil {
 		t.Fatalf("etcd put into B: %v", err)
 	}
-	_, err = b.api.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	_, err := b.api.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err == nil {
 		t.Fatal("the Secret copied from cluster A's etcd read in cluster B: binding did not hold")
 	}
