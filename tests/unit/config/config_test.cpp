@@ -885,8 +885,6 @@ TEST_CASE("http.listen refuses garbage with a message naming the key") {
   CHECK_THAT(ErrorOf(kMinimal + "http:\n  listen: \"127.0.0.1:70000\"\n"),
              Contains("1 to 65535"));
 }
-}  // namespace
-}  // namespace trousseau::config
 
 TEST_CASE("binding: defaults off, values validated with the key named") {
   const Config d = MustParse(kMinimal);
@@ -909,3 +907,5 @@ TEST_CASE("binding: defaults off, values validated with the key named") {
   CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster_id: a\n  strict: yes please\n"), Contains("binding.strict"));
   CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster: a\n"), Contains("unknown key \"binding.cluster\""));
 }
+}  // namespace
+}  // namespace trousseau::config
