@@ -561,6 +561,11 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
   set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L));
   set(curl_easy_setopt(c, CURLOPT_CAINFO, nullptr));
   set(curl_easy_setopt(c, CURLOPT_CAPATH, nullptr));
+#if LIBCURL_VERSION_NUM >= 0x075700
+  // A kept handle keeps its internal multi handle, which would cache the CA store (24 h by
+  // default) across requests and defeat the reloading of a replaced CA file: no CA cache.
+  set(curl_easy_setopt(c, CURLOPT_CA_CACHE_TIMEOUT, 0L));
+#endif
   set(curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, &ApplyTls));
   const std::shared_ptr<const TlsMaterial> tls = CurrentTls();  // alive for this request
   set(curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, const_cast<TlsMaterial*>(tls.get())));
