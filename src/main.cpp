@@ -24,6 +24,7 @@
 #include "hardening/privileges.h"
 #include "hardening/seccomp.h"
 #include "hardening/wipe_on_free.h"
+#include "kms/server_tuning.h"
 #include "kms/services.h"
 #include "kms/socket.h"
 #include "observability/http_server.h"
@@ -290,12 +291,9 @@ int Serve(const std::string& config_path, bool check_only) {
   builder.RegisterService(p.v1.get());
   builder.SetMaxReceiveMessageSize(256 * 1024);
   builder.SetMaxSendMessageSize(256 * 1024);
-  // The sync server makes a thread per call it runs: bound them, so that a burst of callers is
-  // shed (by the limits above, or by gRPC itself with RESOURCE_EXHAUSTED) instead of growing
-  // threads without bound. The budget leaves room for Status beyond both limits.
-  grpc::ResourceQuota quota("trousseau-kms");
-  quota.SetMaxThreads(static_cast<int>(kms::ServerThreadBudget(*p.limits)));
-  builder.SetResourceQuota(quota);
+  // Encrypt/Decrypt run on sync-server threads kept for reuse and bounded by the limits; a burst
+  // beyond them is shed (RESOURCE_EXHAUSTED), Status and Version never need one of those threads.
+  kms::ConfigureServer(builder, *p.limits);
   const mode_t old_umask = umask(0177);
   p.server = builder.BuildAndStart();
   umask(old_umask);
@@ -380,6 +378,7 @@ int Serve(const std::string& config_path, bool check_only) {
     const timespec tick{1, 0};
     sig = sigtimedwait(&stop_signals, nullptr, &tick);
     if (sig > 0) break;
+    kms::TrimHeapIfSlack();  // a burst's freed heap goes back to the kernel
     if (socket_id.ok()) {
       socket_lost = kms::SocketLost(sock, *socket_id);
       if (!socket_lost.empty()) break;
@@ -435,6 +434,8 @@ int Serve(const std::string& config_path, bool check_only) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists (docs/performance.md).
+  trousseau::kms::TuneProcess();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
     PrintUsage(args.empty() ? stderr : stdout);

@@ -55,8 +55,9 @@ struct VaultConfig {
 };
 
 struct StatusConfig {
-  std::chrono::milliseconds refresh_period{15000};
-  std::chrono::milliseconds stale_after{45000};
+  // One Vault request a minute when idle (docs/performance.md, "Idle Vault load").
+  std::chrono::milliseconds refresh_period{60000};
+  std::chrono::milliseconds stale_after{180000};
 };
 
 // The HTTP listener for probes and metrics (docs/metrics.md). Disabled when `listen` is "" or "off".

@@ -280,7 +280,12 @@ void TransitKeyService::Run() {
   for (;;) {
     RefreshOnce();
     std::unique_lock<std::mutex> lock(mu_);
-    const auto until = clock_.Now() + opts_.refresh_period;
+    // Healthy: one check per refresh period (one Vault request a minute by default). After a
+    // failed check, sooner, so that recovery shows in Status within seconds.
+    const auto period = last_ok_ ? opts_.refresh_period
+                                 : std::min<std::chrono::milliseconds>(opts_.refresh_period,
+                                                                       kRetryAfterFailure);
+    const auto until = clock_.Now() + period;
     if (clock_.WaitUntil(lock, cv_, until, [this] { return stop_; })) return;
   }
 }

@@ -76,10 +76,13 @@ struct KeyState {
   bool rollback_active = false;     // Encrypt refused now because of one
 };
 
+// While the last background check failed, the next one comes after at most this long.
+inline constexpr std::chrono::milliseconds kRetryAfterFailure{10000};
+
 struct TransitKeyServiceOptions {
   std::string namespace_;  // part of the key identity
-  std::chrono::milliseconds refresh_period{15000};
-  std::chrono::milliseconds stale_after{45000};
+  std::chrono::milliseconds refresh_period{60000};
+  std::chrono::milliseconds stale_after{180000};
   std::chrono::milliseconds check_timeout{5000};
   BindingOptions binding;  // docs/binding.md; default: off
 };

@@ -41,7 +41,7 @@ void WipeField(const std::string& field) {
 
 // Our own /livez probe marks its Status call; it is not a KMS client's call, so it is not
 // counted (see observability/probes.h). Anyone able to set it can already call the socket.
-bool IsInternalProbe(const grpc::ServerContext* ctx) {
+bool IsInternalProbe(const grpc::ServerContextBase* ctx) {
   return ctx != nullptr && ctx->client_metadata().count("x-trousseau-probe") > 0;
 }
 
@@ -167,17 +167,23 @@ Deadline CallDeadline(const grpc::ServerContext* ctx, std::chrono::milliseconds 
   return d;
 }
 
-grpc::Status V2Service::Status(grpc::ServerContext* ctx, const ::v2::StatusRequest* /*req*/,
-                               ::v2::StatusResponse* resp) {
-  CallMetrics m("v2", "Status", !IsInternalProbe(ctx));
-  const envelope::HealthSnapshot h = keys_.Health();
-  resp->set_version("v2");
-  resp->set_healthz(h.healthz);
-  resp->set_key_id(h.key_id);
-  if (log::Enabled(log::Level::kDebug)) {
-    log::Debug("kms.status", "status", {{"healthz", h.healthz}, {"key_id", h.key_id}});
+grpc::ServerUnaryReactor* V2Service::Status(grpc::CallbackServerContext* ctx,
+                                            const ::v2::StatusRequest* /*req*/,
+                                            ::v2::StatusResponse* resp) {
+  // Runs on a gRPC event thread: only memory reads here, nothing that can block.
+  {
+    CallMetrics m("v2", "Status", !IsInternalProbe(ctx));
+    const envelope::HealthSnapshot h = keys_.Health();
+    resp->set_version("v2");
+    resp->set_healthz(h.healthz);
+    resp->set_key_id(h.key_id);
+    if (log::Enabled(log::Level::kDebug)) {
+      log::Debug("kms.status", "status", {{"healthz", h.healthz}, {"key_id", h.key_id}});
+    }
   }
-  return grpc::Status::OK;
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 grpc::Status V2Service::Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptRequest* req,
@@ -236,14 +242,18 @@ grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptReq
   return grpc::Status::OK;
 }
 
-grpc::Status V1Beta1Service::Version(grpc::ServerContext* /*ctx*/,
-                                     const ::v1beta1::VersionRequest* /*req*/,
-                                     ::v1beta1::VersionResponse* resp) {
-  CallMetrics m("v1beta1", "Version", true);
-  resp->set_version("v1beta1");
-  resp->set_runtime_name(kRuntimeName);
-  resp->set_runtime_version(runtime_version_);
-  return grpc::Status::OK;
+grpc::ServerUnaryReactor* V1Beta1Service::Version(grpc::CallbackServerContext* ctx,
+                                                  const ::v1beta1::VersionRequest* /*req*/,
+                                                  ::v1beta1::VersionResponse* resp) {
+  {
+    CallMetrics m("v1beta1", "Version", true);
+    resp->set_version("v1beta1");
+    resp->set_runtime_name(kRuntimeName);
+    resp->set_runtime_version(runtime_version_);
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 grpc::Status V1Beta1Service::Encrypt(grpc::ServerContext* ctx,

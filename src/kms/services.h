@@ -51,28 +51,18 @@ struct CallLimits {
   InFlightLimit decrypt;
 };
 
-// Threads the gRPC sync server may run: every limited call, as many again for the calls being
-// refused at the same moment, and room for Status and Version. A burst cannot grow threads
-// without bound; past the budget gRPC itself refuses with RESOURCE_EXHAUSTED ("Server
-// Threadpool Exhausted"). Measured: with enc + dec + 16, a burst of 1,000 callers hit gRPC's
-// refusal before the Decrypt limit was reached (test_faults.py, overload). The sync server needs a
-// thread for every call it has accepted, even one it refuses at once, so a burst above the
-// budget gets gRPC's refusal, Status included: with 2 x (32 + 64) + 64 = 256, a 1,000-caller
-// burst starved Status once in the merged build. Hence a floor of 1024 threads (mostly idle
-// stacks: virtual memory, not RSS), above the 1,000-caller burst the fault test makes.
-inline constexpr uint32_t kMinServerThreads = 1024;
-inline uint32_t ServerThreadBudget(const CallLimits& l) {
-  const uint32_t by_limits = 2 * (l.encrypt.max() + l.decrypt.max()) + 64;
-  return by_limits > kMinServerThreads ? by_limits : kMinServerThreads;
-}
-
-class V2Service final : public ::v2::KeyManagementService::Service {
+// Status (v2) and Version (v1beta1) are callback methods: answered from memory on gRPC's own
+// event threads, they never wait for a sync-server thread that Encrypt/Decrypt may all hold
+// (docs/design.md, "Threads"). Encrypt and Decrypt block on Vault and run on the sync server.
+class V2Service final
+    : public ::v2::KeyManagementService::WithCallbackMethod_Status<::v2::KeyManagementService::Service> {
  public:
   // Without `limits`, calls are not limited (unit tests of the message translation).
   explicit V2Service(envelope::KeyService& keys, CallLimits* limits = nullptr)
       : keys_(keys), limits_(limits) {}
-  grpc::Status Status(grpc::ServerContext* ctx, const ::v2::StatusRequest* req,
-                      ::v2::StatusResponse* resp) override;
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
+                                   const ::v2::StatusRequest* req,
+                                   ::v2::StatusResponse* resp) override;
   grpc::Status Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptRequest* req,
                        ::v2::EncryptResponse* resp) override;
   grpc::Status Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptRequest* req,
@@ -83,13 +73,16 @@ class V2Service final : public ::v2::KeyManagementService::Service {
   CallLimits* limits_;
 };
 
-class V1Beta1Service final : public ::v1beta1::KeyManagementService::Service {
+class V1Beta1Service final
+    : public ::v1beta1::KeyManagementService::WithCallbackMethod_Version<
+          ::v1beta1::KeyManagementService::Service> {
  public:
   V1Beta1Service(envelope::KeyService& keys, std::string runtime_version,
                  CallLimits* limits = nullptr)
       : keys_(keys), runtime_version_(std::move(runtime_version)), limits_(limits) {}
-  grpc::Status Version(grpc::ServerContext* ctx, const ::v1beta1::VersionRequest* req,
-                       ::v1beta1::VersionResponse* resp) override;
+  grpc::ServerUnaryReactor* Version(grpc::CallbackServerContext* ctx,
+                                    const ::v1beta1::VersionRequest* req,
+                                    ::v1beta1::VersionResponse* resp) override;
   grpc::Status Encrypt(grpc::ServerContext* ctx, const ::v1beta1::EncryptRequest* req,
                        ::v1beta1::EncryptResponse* resp) override;
   grpc::Status Decrypt(grpc::ServerContext* ctx, const ::v1beta1::DecryptRequest* req,

@@ -22,6 +22,25 @@ struct CurlTransport::Handle {
   }
 };
 
+// One handle borrowed from the pool for one Send(); given back (or destroyed) at scope exit.
+class CurlTransport::Lease {
+ public:
+  Lease(CurlTransport* owner, Handle* h) : owner_(owner), h_(h) {}
+  Lease(Lease&& o) noexcept : owner_(o.owner_), h_(o.h_) { o.h_ = nullptr; }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  Lease& operator=(Lease&&) = delete;
+  ~Lease() {
+    if (h_ != nullptr) owner_->Return(h_);
+  }
+  Handle* operator->() const { return h_; }
+  Handle& operator*() const { return *h_; }
+
+ private:
+  CurlTransport* owner_;
+  Handle* h_;
+};
+
 // Connection cache, DNS cache and TLS sessions shared by all easy handles, with one lock per
 // kind of shared data as libcurl requires.
 struct CurlTransport::Share {
@@ -57,14 +76,19 @@ struct WriteTarget {
   bool overflow = false;
 };
 
+// `data` points into the easy handle's receive buffer, which outlives the request now that
+// handles are reused: every body byte is wiped there once copied (or refused), so the buffer
+// never keeps an answer (a decrypted plaintext, a login's token) after this call.
 size_t WriteBody(char* data, size_t size, size_t nmemb, void* userp) {
   auto* t = static_cast<WriteTarget*>(userp);
   const size_t n = size * nmemb;
   if (t->body->size() + n > t->cap) {
     t->overflow = true;
+    SecureWipe(data, n);
     return 0;  // aborts the transfer with CURLE_WRITE_ERROR
   }
   t->body->append(data, n);
+  SecureWipe(data, n);
   return n;
 }
 
@@ -240,7 +264,12 @@ CurlTransport::CurlTransport(const config::VaultConfig& vault,
   }
 }
 
-CurlTransport::~CurlTransport() = default;  // handles never outlive a Send()
+CurlTransport::~CurlTransport() {
+  // Pooled handles first: they refer to the share handle, destroyed after this body.
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  for (Handle* h : pool_) delete h;
+  pool_.clear();
+}
 
 absl::StatusOr<std::unique_ptr<CurlTransport>> CurlTransport::Create(
     const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls) {
@@ -258,10 +287,29 @@ std::string CurlTransport::CurrentNode() const {
   return cfg_.addresses[preferred_.load() % cfg_.addresses.size()];
 }
 
-std::unique_ptr<CurlTransport::Handle> CurlTransport::Acquire() {
-  auto h = std::make_unique<Handle>();
+CurlTransport::Lease CurlTransport::Acquire() {
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (!pool_.empty()) {
+      Handle* h = pool_.back();
+      pool_.pop_back();
+      return Lease(this, h);
+    }
+  }
+  auto* h = new Handle();
   h->easy = curl_easy_init();
-  return h;
+  return Lease(this, h);
+}
+
+void CurlTransport::Return(Handle* h) {
+  if (h->easy != nullptr) {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (pool_.size() < kMaxPooledHandles) {
+      pool_.push_back(h);
+      return;
+    }
+  }
+  delete h;  // over the bound (after a burst), or a handle that could not be created
 }
 
 bool CurlTransport::IsConfiguredNode(const std::string& origin) const {
@@ -365,7 +413,7 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
                                                        absl::Status* last,
                                                        std::optional<HttpResponse>* unhealthy,
                                                        bool* give_up) {
-  auto handle = Acquire();
+  Lease handle = Acquire();
   if (handle->easy == nullptr) {
     *last = absl::ResourceExhaustedError("libcurl: cannot create a handle");
     *give_up = true;
@@ -514,6 +562,11 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
   set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L));
   set(curl_easy_setopt(c, CURLOPT_CAINFO, nullptr));
   set(curl_easy_setopt(c, CURLOPT_CAPATH, nullptr));
+#if LIBCURL_VERSION_NUM >= 0x075700
+  // A kept handle keeps its internal multi handle, which would cache the CA store (24 h by
+  // default) across requests and defeat the reloading of a replaced CA file: no CA cache.
+  set(curl_easy_setopt(c, CURLOPT_CA_CACHE_TIMEOUT, 0L));
+#endif
   set(curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, &ApplyTls));
   const std::shared_ptr<const TlsMaterial> tls = CurrentTls();  // alive for this request
   set(curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, const_cast<TlsMaterial*>(tls.get())));

@@ -43,10 +43,17 @@ class CurlTransport final : public HttpTransport {
   struct Handle;
   CurlTransport(const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls);
 
-  // A fresh easy handle per request, so that libcurl's receive buffer (which held the last
-  // answer) is freed, and wiped, when the request ends; keep-alive connections, DNS and TLS
-  // sessions live in the share handle instead.
-  std::unique_ptr<Handle> Acquire();
+  // Easy handles are kept for reuse (at most kMaxPooledHandles idle): a fresh one per request
+  // cost an internal multi handle, a socketpair, a 16 KiB receive buffer and their frees every
+  // call. The receive buffer of a kept handle would hold the last answer, so the write callback
+  // wipes every body byte in it right after copying it into the response's SecretBuffer
+  // (docs/performance.md, SECURITY.md). Connections, DNS and TLS sessions live in the share.
+  static constexpr size_t kMaxPooledHandles = 32;
+  class Lease;
+  Lease Acquire();
+  void Return(Handle* h);
+  std::mutex pool_mu_;
+  std::vector<Handle*> pool_;
   // Bounded retries: passes over every address, with jittered exponential pauses between passes
   // (capped at 1 s), until the request's deadline is near. kMaxPasses only bounds the loop.
   static constexpr int kMaxPasses = 64;

@@ -41,6 +41,11 @@ LEDGER: list[tuple[bytes, bytes, str]] = []
 # libcurl keeps up to 64 idle keep-alive connections to Vault (CURLOPT_MAXCONNECTS in
 # vault/curl_transport.cpp): after a burst that many sockets may stay open, by design.
 IDLE_VAULT_CONNECTIONS = 64
+# Kept for reuse after a burst, by design (docs/performance.md): libcurl easy handles, each with
+# its internal multi handle's socketpair (vault/curl_transport.h kMaxPooledHandles), and idle
+# sync-server threads (kms/server_tuning.h: kMaxPollersCap + kMinPollers).
+POOLED_HANDLE_FDS = 2 * 32
+KEPT_POLLER_THREADS = 32 + 2
 
 
 # ------------------------------------------------------------------ helpers
@@ -211,13 +216,16 @@ def fault_overload(plugin_factory, bao, kms):
     status_p99 = p99(status_lat)
     assert status_p99 < 1.0, f"Status p99 {status_p99 * 1000:.0f} ms while shedding"
     # nothing beyond the limits ran at once, and the server's threads stayed bounded
-    budget = max(1024, 2 * (enc_limit + dec_limit) + 64)   # kms::ServerThreadBudget
+    budget = 2 * (enc_limit + dec_limit) + 2 + 16   # kms::ServerThreadBudget (Status needs none)
     assert peak["threads"] <= base["threads"] + budget + 8, (peak, base)
     shed_metric = metric_value(pl, "trousseau_kms_requests_total", code="RESOURCE_EXHAUSTED")
-    assert shed_metric == codes["RESOURCE_EXHAUSTED"], (shed_metric, codes)
+    # Every refusal by our limits is counted; gRPC's own ("Server Threadpool Exhausted", past the
+    # thread budget) never reaches the plugin's code and cannot be.
+    assert shed_metric == codes["RESOURCE_EXHAUSTED"] - grpc_shed, (shed_metric, codes, grpc_shed)
     LEDGER.extend(during)
     encrypt_some(pl, 5, "after")
-    after = wait_resources_near(pl.proc.pid, base, fds=IDLE_VAULT_CONNECTIONS + 8, threads=8,
+    after = wait_resources_near(pl.proc.pid, base, fds=IDLE_VAULT_CONNECTIONS + POOLED_HANDLE_FDS + 8,
+                                threads=KEPT_POLLER_THREADS + 8,
                                 rss_kib=64 * 1024)
     report("overload", callers=callers, codes=codes, shed_by_grpc_threadpool=grpc_shed, status_calls=len(status_lat),
            status_p99_ms=f"{status_p99 * 1000:.1f}", slowest_call_s=f"{worst:.2f}",
@@ -398,7 +406,8 @@ def fault_client_abuse(plugin_factory, bao, kms):
                           "INVALID_ARGUMENT(over)"}, codes
     assert codes.get("INVALID_ARGUMENT(over)") == 20, codes
     assert pl.running()
-    after = wait_resources_near(pl.proc.pid, base, fds=IDLE_VAULT_CONNECTIONS + 8, threads=8,
+    after = wait_resources_near(pl.proc.pid, base, fds=IDLE_VAULT_CONNECTIONS + POOLED_HANDLE_FDS + 8,
+                                threads=KEPT_POLLER_THREADS + 8,
                                 rss_kib=48 * 1024)
     after_lat = probe_sequence()
     # no slowdown: generous for a loaded 2-core machine, but a leak that grows per call fails

@@ -213,8 +213,8 @@ TEST_CASE("a minimal configuration gets the documented defaults") {
   CHECK(c.vault.connect_timeout == 2s);
   CHECK(c.vault.request_timeout == 5s);
   CHECK(c.vault.max_response_bytes == 1048576);
-  CHECK(c.status.refresh_period == 15s);
-  CHECK(c.status.stale_after == 45s);
+  CHECK(c.status.refresh_period == 60s);
+  CHECK(c.status.stale_after == 180s);
   CHECK(c.log_level == LogLevel::kInfo);
   CHECK(c.privileges.uid == 65532);
   CHECK(c.privileges.gid == 65532);
@@ -721,7 +721,7 @@ TEST_CASE("status periods are bounded and ordered") {
   const auto status = [](const std::string& lines) { return kMinimal + "status:\n" + lines; };
   CHECK(MustParse(status("  refresh_period: 1s\n")).status.stale_after == 3s);
   CHECK(MustParse(status("  refresh_period: 5m\n")).status.stale_after == 15min);
-  CHECK(MustParse(status("  stale_after: 16s\n")).status.stale_after == 16s);
+  CHECK(MustParse(status("  stale_after: 61s\n")).status.stale_after == 61s);  // > the 60s default period
   CHECK_THAT(ErrorOf(status("  refresh_period: 999ms\n")),
              Contains("status.refresh_period: must be between 1s and 5m"));
   CHECK_THAT(ErrorOf(status("  refresh_period: 6m\n")),

@@ -267,10 +267,26 @@ TEST_CASE("the refresher checks at once, then every refresh_period", "[key_servi
   CHECK(f.http.count(Method::kGet, kKeys) == 2);
   CHECK(f.keys.Health().key_id == "transit/kubernetes:v2");
 
+  // A failed check: the next one comes after kRetryAfterFailure (10 s), not the 15 s period.
+  f.http.Respond(Method::kGet, kKeys, 503, R"({"errors":["sealed"]})");
+  const auto t2 = f.clock.Now();
+  f.clock.Advance(15s);
+  REQUIRE(f.clock.WaitForWaits(3));
+  CHECK(f.http.count(Method::kGet, kKeys) == 3);
+  CHECK(f.keys.Health().healthz != "ok");
+  CHECK(f.clock.last_until() == t2 + 15s + kRetryAfterFailure);
+  // Healthy again: back to the refresh period.
+  f.http.Respond(Method::kGet, kKeys, 200, KeyBody(2));
+  const auto t3 = f.clock.Now();
+  f.clock.Advance(kRetryAfterFailure);
+  REQUIRE(f.clock.WaitForWaits(4));
+  CHECK(f.keys.Health().healthz == "ok");
+  CHECK(f.clock.last_until() == t3 + kRetryAfterFailure + 15s);
+
   const auto real0 = std::chrono::steady_clock::now();
   f.keys.Stop();
   CHECK(std::chrono::steady_clock::now() - real0 < 5s);
-  CHECK(f.http.count(Method::kGet, kKeys) == 2);
+  CHECK(f.http.count(Method::kGet, kKeys) == 4);
 }
 
 TEST_CASE("Stop ends a free-running refresher promptly", "[key_service][refresher]") {

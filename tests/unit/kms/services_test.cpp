@@ -1,6 +1,7 @@
 // The gRPC adapters, called over a real in-process gRPC server on a temporary Unix socket with a
 // FakeKeyService behind it: message translation, status codes, deadlines and audit records.
 #include "kms/services.h"
+#include "kms/server_tuning.h"
 
 #include <grpcpp/grpcpp.h>
 
@@ -474,9 +475,7 @@ struct LimitedServer {
   LimitedServer() {
     const std::string addr = "unix:" + dir.Path("kms.sock");
     grpc::ServerBuilder b;
-    grpc::ResourceQuota quota("test");
-    quota.SetMaxThreads(static_cast<int>(ServerThreadBudget(limits)));
-    b.SetResourceQuota(quota);
+    ConfigureServer(b, limits);  // as main() does
     b.AddListeningPort(addr, grpc::InsecureServerCredentials());
     b.RegisterService(&v2);
     b.RegisterService(&v1);
