@@ -253,6 +253,9 @@ int Serve(const std::string& config_path, bool check_only) {
   kopts.refresh_period = cfg->status.refresh_period;
   kopts.stale_after = cfg->status.stale_after;
   kopts.check_timeout = cfg->vault.request_timeout;
+  kopts.coalesce_decrypts = cfg->performance.coalesce_decrypts;  // identical Decrypts: one call
+  kopts.batch_max_items = static_cast<size_t>(cfg->performance.batch_max_items);
+  kopts.batch_max_wait = cfg->performance.batch_max_wait;
   p.keys = std::make_unique<envelope::TransitKeyService>(*p.transit, SystemClock(), kopts);
   if (cfg->vault.auth.method == config::AuthMethod::kToken && cfg->vault.auth.renew_token) {
     // Built now (its thread starts in step 7) so that the metrics reader never sees it change.

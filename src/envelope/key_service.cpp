@@ -77,7 +77,13 @@ TransitKeyService::TransitKeyService(vault::TransitClient& transit, Clock& clock
       clock_(clock),
       opts_(std::move(options)),
       identity_((opts_.namespace_.empty() ? "" : opts_.namespace_ + "/") + transit.mount() + "/" +
-                transit.key()) {}
+                transit.key()) {
+  if (opts_.batch_max_items > 1) {
+    batcher_ = std::make_unique<TransitBatcher>(
+        transit_, clock_, BatchOptions{opts_.batch_max_items, opts_.batch_max_wait});
+  }
+  if (opts_.coalesce_decrypts) coalescer_ = std::make_unique<DecryptCoalescer>(clock_);
+}
 
 TransitKeyService::~TransitKeyService() { Stop(); }
 
@@ -93,7 +99,8 @@ absl::StatusOr<EncryptResult> TransitKeyService::Encrypt(std::string_view plaint
     std::lock_guard<std::mutex> lock(mu_);
     version = latest_version_;
   }
-  ASSIGN_OR_RETURN(vault::Wrapped w, transit_.Encrypt(plaintext, version, deadline));
+  ASSIGN_OR_RETURN(vault::Wrapped w, batcher_ ? batcher_->Encrypt(plaintext, version, "", deadline)
+                                              : transit_.Encrypt(plaintext, version, deadline));
   EncryptResult out;
   out.key_id = KeyIdFor(w.version);  // from the ciphertext itself: cannot disagree with it
   out.ciphertext = std::move(w.ciphertext);
@@ -106,7 +113,13 @@ absl::StatusOr<DecryptResult> TransitKeyService::Decrypt(
     std::string_view ciphertext, std::string_view key_id,
     const std::map<std::string, std::string>& annotations, Deadline deadline) {
   RETURN_IF_ERROR(CheckDecryptInput(ciphertext, key_id, annotations));
-  ASSIGN_OR_RETURN(vault::Unwrapped u, transit_.Decrypt(ciphertext, deadline));
+  auto vault_call = [&](Deadline d) {
+    return batcher_ ? batcher_->Decrypt(ciphertext, "", d) : transit_.Decrypt(ciphertext, d);
+  };
+  ASSIGN_OR_RETURN(vault::Unwrapped u,
+                   coalescer_ ? coalescer_->Do(DecryptKey(ciphertext, key_id, annotations, ""),
+                                               deadline, vault_call)
+                              : vault_call(deadline));
   DecryptResult out;
   out.plaintext = std::move(u.plaintext);
   out.node = std::move(u.node);

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -14,6 +15,8 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "envelope/batcher.h"
+#include "envelope/coalescer.h"
 #include "hardening/secret_buffer.h"
 #include "vault/transit_client.h"
 
@@ -77,6 +80,11 @@ struct TransitKeyServiceOptions {
   std::chrono::milliseconds refresh_period{15000};
   std::chrono::milliseconds stale_after{45000};
   std::chrono::milliseconds check_timeout{5000};
+  // performance.* (docs/configuration.md): single-flight for identical Decrypts, and Transit
+  // batch_input for concurrent calls (batch_max_items 1: no batching).
+  bool coalesce_decrypts = true;
+  size_t batch_max_items = 32;
+  std::chrono::microseconds batch_max_wait{200};
 };
 
 class TransitKeyService final : public KeyService {
@@ -117,6 +125,8 @@ class TransitKeyService final : public KeyService {
   std::string last_error_;
   int64_t latest_version_ = 0;
   std::thread thread_;
+  std::unique_ptr<TransitBatcher> batcher_;       // null: one Vault call per request
+  std::unique_ptr<DecryptCoalescer> coalescer_;   // null: no single-flight
 };
 
 }  // namespace trousseau::envelope
