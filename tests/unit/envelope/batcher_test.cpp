@@ -176,7 +176,7 @@ TEST_CASE("an answer in another key version than pinned fails that item", "[batc
   CHECK_THAT(std::string(ra.status().message()), Contains("asked for key version 3 and got version 4"));
   CHECK(rb.status().code() == absl::StatusCode::kInternal);
   f.vault.Release();
-  blocker.get();
+  REQUIRE(blocker.get().ok());
 }
 
 TEST_CASE("a batch runs under its earliest member's deadline; late members retry alone",
@@ -199,7 +199,7 @@ TEST_CASE("a batch runs under its earliest member's deadline; late members retry
   CHECK(rb->plaintext.view() == "b");
   CHECK(rc->plaintext.view() == "c");
   f.vault.Release();
-  blocker.get();
+  REQUIRE(blocker.get().ok());
   const auto reqs = f.vault.requests();
   REQUIRE(reqs.size() == 4);  // blocker, the failed batch, b and c alone
   CHECK(reqs[1].batch);
@@ -223,7 +223,7 @@ TEST_CASE("a batch refused as a whole is retried item by item", "[batcher]") {
   CHECK(ra->ciphertext == FakeTransitServer::Ct(1, Seed(1)));
   CHECK(rb->ciphertext == FakeTransitServer::Ct(1, Seed(2)));
   f.vault.Release();
-  blocker.get();
+  REQUIRE(blocker.get().ok());
   CHECK(f.vault.count() == 4);
 }
 
@@ -236,7 +236,7 @@ TEST_CASE("a permission error fans out to every member without retries", "[batch
   CHECK(a.get().status().code() == absl::StatusCode::kPermissionDenied);
   CHECK(b.get().status().code() == absl::StatusCode::kPermissionDenied);
   f.vault.Release();
-  blocker.get();
+  REQUIRE(blocker.get().ok());
   CHECK(f.vault.count() == 3);  // blocker, the batch, its one retry with a fresh token
 }
 
@@ -255,7 +255,7 @@ TEST_CASE("associated_data travels per item, base64-encoded", "[batcher]") {
   REQUIRE(a.get().ok());
   REQUIRE(b.get().ok());
   f.vault.Release();
-  blocker.get();
+  REQUIRE(blocker.get().ok());
   const auto reqs = f.vault.requests();
   REQUIRE(reqs.size() == 2);
   REQUIRE(reqs[1].items == 2);
