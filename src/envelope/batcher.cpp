@@ -114,11 +114,6 @@ void TransitBatcher::CallAlone(Item& item) {
                                      item.deadline);
       r = b.ok() ? std::move((*b)[0]) : absl::StatusOr<vault::Wrapped>(b.status());
     }
-    if (r.ok() && item.version > 0 && r->version != item.version) {
-      r = absl::InternalError("vault: encrypt asked for key version " +
-                              std::to_string(item.version) + " and got version " +
-                              std::to_string(r->version));
-    }
     if (r.ok()) {
       item.wrapped = std::move(*r);
     } else {
@@ -183,11 +178,7 @@ void TransitBatcher::Execute(Op op, std::vector<Item*>& items) {
     for (size_t i = 0; i < live.size(); ++i) {
       auto& r = (*results)[i];
       Item& m = *live[i];
-      if (r.ok() && m.version > 0 && r->version != m.version) {
-        m.status = absl::InternalError("vault: encrypt asked for key version " +
-                                       std::to_string(m.version) + " and got version " +
-                                       std::to_string(r->version));
-      } else if (r.ok()) {
+      if (r.ok()) {
         m.wrapped = std::move(*r);
       } else {
         m.status = r.status();

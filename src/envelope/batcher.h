@@ -12,9 +12,9 @@
 // alone with its own; when Vault refuses the batch as a whole (a 400 without per-item results),
 // every member retries alone, so each caller gets Vault's answer to its own request.
 //
-// Key versions: Encrypts are grouped by the pinned key version (the one Status reports); each
-// item also carries it (OpenBao ignores a top-level key_version in batch mode), and an answer
-// in another version fails that item with INTERNAL.
+// Key versions: Encrypts are grouped by the pinned key version (the one Status reports), and
+// each item carries it (OpenBao ignores a top-level key_version in batch mode). As for a single
+// call, the version (and so the key_id) of a result is read from its own ciphertext.
 #pragma once
 
 #include <chrono>
