@@ -259,6 +259,9 @@ int Serve(const std::string& config_path, bool check_only) {
   kopts.binding.cluster_id = cfg->binding.cluster_id;  // docs/binding.md
   kopts.binding.write = cfg->binding.write;
   kopts.binding.strict = cfg->binding.strict;
+  kopts.coalesce_decrypts = cfg->performance.coalesce_decrypts;  // identical Decrypts: one call
+  kopts.batch_max_items = static_cast<size_t>(cfg->performance.batch_max_items);
+  kopts.batch_max_wait = cfg->performance.batch_max_wait;
   p.keys = std::make_unique<envelope::TransitKeyService>(*p.transit, SystemClock(), kopts);
   if (cfg->vault.auth.method == config::AuthMethod::kToken && cfg->vault.auth.renew_token) {
     // Built now (its thread starts in step 7) so that the metrics reader never sees it change.

@@ -956,6 +956,50 @@ absl::Status ParseBinding(const Section& root, BindingConfig& binding) {
   return absl::OkStatus();
 }
 
+// ---- performance ----------------------------------------------------------------------------
+
+std::string FormatMicros(std::chrono::microseconds d) {
+  if (d.count() != 0 && d.count() % 1000 == 0) return FormatDuration(milliseconds(d.count() / 1000));
+  return Cat(static_cast<int64_t>(d.count()), "us");
+}
+
+absl::Status ParsePerformance(const Section& root, PerformanceConfig& perf) {
+  Section s;
+  if (absl::Status st = SubSection(root, "performance",
+                                   {"coalesce_decrypts", "batch_max_items", "batch_max_wait"}, s);
+      !st.ok()) {
+    return st;
+  }
+  enum class Flag { kOff, kOn };
+  Flag f = perf.coalesce_decrypts ? Flag::kOn : Flag::kOff;
+  if (absl::Status st = GetEnum<Flag>(s, "coalesce_decrypts", {{"true", Flag::kOn}, {"false", Flag::kOff}}, f);
+      !st.ok()) {
+    return st;
+  }
+  perf.coalesce_decrypts = f == Flag::kOn;
+  // At most 128: OpenBao refuses a request body of more than 1000 JSON strings by default
+  // (listener max_request_json_strings), about 140 items of ours.
+  if (absl::Status st = GetUint(s, "batch_max_items", perf.batch_max_items); !st.ok()) return st;
+  if (absl::Status st = CheckRange("performance.batch_max_items", perf.batch_max_items, 1, 128);
+      !st.ok()) {
+    return st;
+  }
+  if (const YAML::Node* node = s.Find("batch_max_wait"); node != nullptr) {
+    if (!node->IsScalar()) return WrongType(s.Key("batch_max_wait"), "a duration such as \"200us\"", *node);
+    absl::StatusOr<std::chrono::microseconds> parsed = ParseFineDuration(node->Scalar());
+    if (!parsed.ok()) return KeyError(s.Key("batch_max_wait"), std::string(parsed.status().message()));
+    perf.batch_max_wait = *parsed;
+  }
+  // Well under a Vault round trip: a batch that waits longer costs more than it saves.
+  constexpr std::chrono::microseconds kMaxWait{5000};
+  if (perf.batch_max_wait > kMaxWait) {
+    return KeyError("performance.batch_max_wait",
+                    Cat("must be between 0us and ", FormatMicros(kMaxWait), ", got ",
+                        FormatMicros(perf.batch_max_wait)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckDocuments(const std::vector<YAML::Node>& docs) {
   if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
     return Error("the file is empty; see docs/configuration.md");
@@ -1028,7 +1072,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   Section root;
   if (absl::Status st = OpenSection(docs[0], "", {"socket", "vault", "status", "limits", "log",
                                                   "privileges", "seccomp", "hygiene", "http",
-                                                  "binding"},
+                                                  "binding", "performance"},
                                   root);
       !st.ok()) {
     return st;
@@ -1044,6 +1088,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = ParseHygiene(root, config.wipe_freed_memory); !st.ok()) return st;
   if (absl::Status st = ParseHttp(root, config.http); !st.ok()) return st;
   if (absl::Status st = ParseBinding(root, config.binding); !st.ok()) return st;
+  if (absl::Status st = ParsePerformance(root, config.performance); !st.ok()) return st;
   return config;
 }
 
@@ -1165,6 +1210,44 @@ absl::StatusOr<milliseconds> ParseDuration(const std::string& text) {
     i = unit_end;
   }
   return milliseconds(total);
+}
+
+absl::StatusOr<std::chrono::microseconds> ParseFineDuration(const std::string& text) {
+  using std::chrono::microseconds;
+  constexpr int64_t kMaxMs = std::numeric_limits<int64_t>::max() / 1000;
+  auto from_ms = [&](const std::string& part) -> absl::StatusOr<microseconds> {
+    absl::StatusOr<milliseconds> ms = ParseDuration(part);
+    if (!ms.ok()) return ms.status();
+    if (ms->count() > kMaxMs) {
+      return absl::InvalidArgumentError(Cat("invalid duration ", Quote(text), ": too large"));
+    }
+    return microseconds(ms->count() * 1000);
+  };
+  if (text.size() < 2 || text.compare(text.size() - 2, 2, "us") != 0) return from_ms(text);
+  // A last "<digits>us" part after an optional ParseDuration prefix.
+  const size_t end = text.size() - 2;
+  size_t start = end;
+  while (start > 0 && IsAsciiDigit(text[start - 1])) --start;
+  if (start == end) {
+    return absl::InvalidArgumentError(
+        Cat("invalid duration ", Quote(text), ": expected a number before \"us\""));
+  }
+  uint64_t us = 0;
+  auto [ptr, ec] = std::from_chars(text.data() + start, text.data() + end, us);
+  if (ec != std::errc() || ptr != text.data() + end ||
+      us > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return absl::InvalidArgumentError(Cat("invalid duration ", Quote(text), ": number too large"));
+  }
+  microseconds total{0};
+  if (start > 0) {
+    absl::StatusOr<microseconds> head = from_ms(text.substr(0, start));
+    if (!head.ok()) return head.status();
+    total = *head;
+  }
+  if (static_cast<int64_t>(us) > std::numeric_limits<int64_t>::max() - total.count()) {
+    return absl::InvalidArgumentError(Cat("invalid duration ", Quote(text), ": too large"));
+  }
+  return total + microseconds(static_cast<int64_t>(us));
 }
 
 }  // namespace trousseau::config

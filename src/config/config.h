@@ -84,6 +84,13 @@ struct BindingConfig {
   bool strict = false;     // refuse unbound seeds and KMS v1beta1; requires cluster_id
 };
 
+// performance.*: Vault call coalescing and batching (envelope/coalescer.h, envelope/batcher.h).
+struct PerformanceConfig {
+  bool coalesce_decrypts = true;             // single-flight for identical Decrypts in flight
+  uint64_t batch_max_items = 32;             // items per Transit batch_input call; 1 disables
+  std::chrono::microseconds batch_max_wait{200};  // how long a batch waits for company
+};
+
 struct PrivilegesConfig {
   uint32_t uid = 65532;
   uint32_t gid = 65532;
@@ -101,6 +108,7 @@ struct Config {
   HttpConfig http;
   SeccompMode seccomp = SeccompMode::kEnforce;
   bool wipe_freed_memory = true;  // hygiene.wipe_freed_memory: wipe every block the process frees
+  PerformanceConfig performance;
 };
 
 // Parses an `http.listen` value ("127.0.0.1:8787", "[::1]:8787", "" or "off").
@@ -115,5 +123,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 
 // "15s", "500ms", "2m", "1h", "1m30s" -> milliseconds. Rejects negatives, empty, unknown units.
 absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text);
+
+// ParseDuration plus a last "us" (microseconds) part: "200us", "1ms500us", "2ms" -> microseconds.
+absl::StatusOr<std::chrono::microseconds> ParseFineDuration(const std::string& text);
 
 }  // namespace trousseau::config

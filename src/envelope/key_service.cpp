@@ -77,7 +77,13 @@ TransitKeyService::TransitKeyService(vault::TransitClient& transit, Clock& clock
       clock_(clock),
       opts_(std::move(options)),
       identity_((opts_.namespace_.empty() ? "" : opts_.namespace_ + "/") + transit.mount() + "/" +
-                transit.key()) {}
+                transit.key()) {
+  if (opts_.batch_max_items > 1) {
+    batcher_ = std::make_unique<TransitBatcher>(
+        transit_, clock_, BatchOptions{opts_.batch_max_items, opts_.batch_max_wait});
+  }
+  if (opts_.coalesce_decrypts) coalescer_ = std::make_unique<DecryptCoalescer>(clock_);
+}
 
 TransitKeyService::~TransitKeyService() { Stop(); }
 
@@ -106,7 +112,8 @@ absl::StatusOr<EncryptResult> TransitKeyService::EncryptImpl(std::string_view pl
     version = latest_version_;
   }
   const std::string aad = bind ? BindingAadV1(opts_.binding.cluster_id, identity_) : std::string();
-  ASSIGN_OR_RETURN(vault::Wrapped w, transit_.Encrypt(plaintext, version, deadline, aad));
+  ASSIGN_OR_RETURN(vault::Wrapped w, batcher_ ? batcher_->Encrypt(plaintext, version, aad, deadline)
+                                              : transit_.Encrypt(plaintext, version, deadline, aad));
   EncryptResult out;
   // From the ciphertext itself: cannot disagree with it.
   out.key_id = bind ? WrittenKeyIdFor(w.version) : KeyIdFor(w.version);
@@ -142,7 +149,12 @@ absl::StatusOr<DecryptResult> TransitKeyService::Decrypt(
         " annotation: written before binding was enabled, or by KMS v1beta1) and binding.strict "
         "refuses unbound seeds; rewrite old Secrets or turn binding.strict off (docs/binding.md)");
   }
-  auto u = transit_.Decrypt(ciphertext, deadline, aad);
+  auto vault_call = [&](Deadline d) {
+    return batcher_ ? batcher_->Decrypt(ciphertext, aad, d) : transit_.Decrypt(ciphertext, d, aad);
+  };
+  auto u = coalescer_ ? coalescer_->Do(DecryptKey(ciphertext, key_id, annotations, aad), deadline,
+                                       vault_call)
+                      : vault_call(deadline);
   if (!u.ok() && bound && u.status().code() == absl::StatusCode::kInvalidArgument) {
     return absl::InvalidArgumentError(
         "binding mismatch: the seed is bound (" + std::string(kBindingAnnotation) + " binding v" +

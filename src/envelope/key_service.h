@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -16,6 +17,8 @@
 #include "common/clock.h"
 #include "envelope/binding.h"
 #include "envelope/rollback.h"
+#include "envelope/batcher.h"
+#include "envelope/coalescer.h"
 #include "hardening/secret_buffer.h"
 #include "vault/transit_client.h"
 
@@ -85,6 +88,11 @@ struct TransitKeyServiceOptions {
   std::chrono::milliseconds stale_after{180000};
   std::chrono::milliseconds check_timeout{5000};
   BindingOptions binding;  // docs/binding.md; default: off
+  // performance.* (docs/configuration.md): single-flight for identical Decrypts, and Transit
+  // batch_input for concurrent calls (batch_max_items 1: no batching).
+  bool coalesce_decrypts = true;
+  size_t batch_max_items = 32;
+  std::chrono::microseconds batch_max_wait{200};
 };
 
 class TransitKeyService final : public KeyService {
@@ -151,6 +159,8 @@ class TransitKeyService final : public KeyService {
   std::string key_type_problem_;  // non-empty: binding on and the key type cannot bind
   V1Beta1ViewImpl v1_view_{*this};
   std::thread thread_;
+  std::unique_ptr<TransitBatcher> batcher_;       // null: one Vault call per request
+  std::unique_ptr<DecryptCoalescer> coalescer_;   // null: no single-flight
 };
 
 }  // namespace trousseau::envelope

@@ -70,6 +70,14 @@ struct Families {
       .Name("trousseau_vault_redirects_followed_total")
       .Help("Standby redirects followed to an address in vault.addresses.")
       .Register(*registry).Add({});
+  Family<Histogram>& vault_batch_size = prometheus::BuildHistogram()
+      .Name("trousseau_vault_batch_size")
+      .Help("Items per Transit call made by the batcher (1: sent alone), by operation.")
+      .Register(*registry);
+  Counter& kms_coalesced = prometheus::BuildCounter()
+      .Name("trousseau_kms_coalesced_total")
+      .Help("Decrypt calls answered by an identical call already in flight (no Vault call).")
+      .Register(*registry).Add({});
   Family<Gauge>& build_info = prometheus::BuildGauge()
       .Name("trousseau_build_info")
       .Help("Always 1; the labels name the build.")
@@ -353,6 +361,14 @@ void ObserveVault(std::string_view path, std::string_view node, long http_status
 }
 
 void VaultFailover() { F().failovers.Increment(); }
+
+void ObserveVaultBatch(std::string_view op, size_t items) {
+  static const Histogram::BucketBoundaries buckets = {1, 2, 4, 8, 16, 32, 64, 128};
+  F().vault_batch_size.Add({{"op", std::string(OneOf(op, {"encrypt", "decrypt"}))}}, buckets)
+      .Observe(static_cast<double>(items));
+}
+
+void KmsCoalesced() { F().kms_coalesced.Increment(); }
 void VaultRedirectRefused() { F().redirects_refused.Increment(); }
 void VaultRedirectFollowed() { F().redirects_followed.Increment(); }
 

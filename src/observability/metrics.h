@@ -42,6 +42,12 @@ void VaultFailover();
 void VaultRedirectRefused();
 void VaultRedirectFollowed();
 
+// ---- coalescing and batching (envelope/coalescer, envelope/batcher) ---------------------------
+// One Transit call made by the batcher: op "encrypt"|"decrypt", items it carried (1 = alone).
+void ObserveVaultBatch(std::string_view op, size_t items);
+// A Decrypt answered by an identical call already in flight (no Vault call of its own).
+void KmsCoalesced();
+
 // The bounded classification behind the labels (exposed for tests).
 std::string_view VaultEndpointClass(std::string_view path);
 std::string_view StatusClass(long http_status);

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "vault/http_transport.h"
@@ -39,6 +40,19 @@ struct Unwrapped {
   std::string request_id;  // Vault's request_id of the answer ("" if none)
 };
 
+// One item of a Transit batch_input (transit_batch.cpp). The plaintext/ciphertext views must
+// stay valid for the call. associated_data is raw bytes, sent base64-encoded when non-empty.
+struct EncryptItem {
+  std::string_view plaintext;
+  int64_t key_version = 0;  // 0: latest. Sent per item: OpenBao ignores a top-level key_version
+                            // when batch_input is given.
+  std::string associated_data;
+};
+struct DecryptItem {
+  std::string_view ciphertext;
+  std::string associated_data;
+};
+
 class TransitClient {
  public:
   TransitClient(HttpTransport& http, TokenSource& tokens, std::string mount, std::string key);
@@ -52,6 +66,14 @@ class TransitClient {
   absl::StatusOr<Unwrapped> Decrypt(std::string_view ciphertext, Deadline deadline,
                                     std::string_view associated_data = {});
   absl::StatusOr<KeyInfo> ReadKey(Deadline deadline);
+
+  // One batch_input call (transit_batch.cpp). The outer status fails the whole call (no answer,
+  // 403, 5xx, a 400 without per-item results, a malformed or out-of-order answer); otherwise
+  // there is one result per item, in input order, each with its own error mapped to a code.
+  absl::StatusOr<std::vector<absl::StatusOr<Wrapped>>> EncryptBatch(
+      const std::vector<EncryptItem>& items, Deadline deadline);
+  absl::StatusOr<std::vector<absl::StatusOr<Unwrapped>>> DecryptBatch(
+      const std::vector<DecryptItem>& items, Deadline deadline);
 
   const std::string& mount() const { return mount_; }
   const std::string& key() const { return key_; }

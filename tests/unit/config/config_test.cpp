@@ -909,3 +909,68 @@ TEST_CASE("binding: defaults off, values validated with the key named") {
 }
 }  // namespace
 }  // namespace trousseau::config
+
+// ---- performance ----------------------------------------------------------------------------
+
+TEST_CASE("performance defaults: coalescing on, batches of 32 waiting at most 200us") {
+  const Config c = MustParse(kMinimal);
+  CHECK(c.performance.coalesce_decrypts);
+  CHECK(c.performance.batch_max_items == 32);
+  CHECK(c.performance.batch_max_wait == std::chrono::microseconds(200));
+}
+
+TEST_CASE("performance settings are read") {
+  const Config c = MustParse(kMinimal + "performance:\n  coalesce_decrypts: false\n"
+                                        "  batch_max_items: 1\n  batch_max_wait: 1ms500us\n");
+  CHECK_FALSE(c.performance.coalesce_decrypts);
+  CHECK(c.performance.batch_max_items == 1);
+  CHECK(c.performance.batch_max_wait == std::chrono::microseconds(1500));
+  CHECK(MustParse(kMinimal + "performance:\n  batch_max_wait: 0us\n").performance.batch_max_wait.count() == 0);
+  CHECK(MustParse(kMinimal + "performance:\n  batch_max_wait: 2ms\n").performance.batch_max_wait.count() == 2000);
+  CHECK(MustParse(kMinimal + "performance:\n  batch_max_items: 128\n").performance.batch_max_items == 128);
+}
+
+TEST_CASE("bad performance settings stop the start and name the key") {
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_size: 4\n"),
+             Contains("unknown key \"performance.batch_size\""));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  coalesce_decrypts: yes\n"),
+             Contains("performance.coalesce_decrypts: must be one of true, false"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_max_items: 0\n"),
+             Contains("performance.batch_max_items: must be between 1 and 128, got 0"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_max_items: 129\n"),
+             Contains("performance.batch_max_items: must be between 1 and 128, got 129"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_max_items: \"8\"\n"),
+             Contains("performance.batch_max_items: expected an integer"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_max_items: -1\n"),
+             Contains("performance.batch_max_items"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_max_wait: 6ms\n"),
+             Contains("performance.batch_max_wait: must be between 0us and 5ms, got 6ms"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_max_wait: 200\n"),
+             Contains("performance.batch_max_wait: invalid duration \"200\""));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_max_wait: 200ns\n"),
+             Contains("performance.batch_max_wait: invalid duration \"200ns\""));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_max_wait: [1]\n"),
+             Contains("performance.batch_max_wait: expected a duration"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance: 3\n"), Contains("performance: expected a mapping"));
+}
+
+TEST_CASE("ParseFineDuration adds microseconds to ParseDuration") {
+  using std::chrono::microseconds;
+  CHECK(*ParseFineDuration("200us") == microseconds(200));
+  CHECK(*ParseFineDuration("1ms") == microseconds(1000));
+  CHECK(*ParseFineDuration("1s2ms3us") == microseconds(1002003));
+  CHECK(*ParseFineDuration("0us") == microseconds(0));
+  CHECK_FALSE(ParseFineDuration("us").ok());
+  CHECK_FALSE(ParseFineDuration("").ok());
+  CHECK_FALSE(ParseFineDuration("-5us").ok());
+  CHECK_FALSE(ParseFineDuration("1.5us").ok());
+  CHECK_FALSE(ParseFineDuration("5us1ms").ok());   // largest unit first
+  CHECK_FALSE(ParseFineDuration("1us5us").ok());   // each unit once
+  CHECK_FALSE(ParseFineDuration("5 us").ok());
+  CHECK_FALSE(ParseFineDuration("99999999999999999999us").ok());
+  CHECK_THAT(std::string(ParseFineDuration("9223372036854775807us1").status().message()),
+             Contains("invalid duration"));
+  CHECK_THAT(std::string(ParseFineDuration("2562047788015h").status().message()), Contains("too large"));
+  // Plain ParseDuration still refuses microseconds.
+  CHECK_FALSE(ParseDuration("200us").ok());
+}
