@@ -907,8 +907,6 @@ TEST_CASE("binding: defaults off, values validated with the key named") {
   CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster_id: a\n  strict: yes please\n"), Contains("binding.strict"));
   CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster: a\n"), Contains("unknown key \"binding.cluster\""));
 }
-}  // namespace
-}  // namespace trousseau::config
 
 // ---- performance ----------------------------------------------------------------------------
 
@@ -974,3 +972,5 @@ TEST_CASE("ParseFineDuration adds microseconds to ParseDuration") {
   // Plain ParseDuration still refuses microseconds.
   CHECK_FALSE(ParseDuration("200us").ok());
 }
+}  // namespace
+}  // namespace trousseau::config
