@@ -29,6 +29,7 @@
 #include <string_view>
 
 #include "envelope/key_service.h"
+#include "kms/server_tuning.h"
 #include "kms/services.h"
 #include "kms_v2.grpc.pb.h"
 #include "observability/log.h"

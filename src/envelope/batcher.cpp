@@ -106,14 +106,9 @@ void TransitBatcher::CallAlone(Item& item) {
   }
   metrics::ObserveVaultBatch(item.op == Op::kEncrypt ? "encrypt" : "decrypt", 1);
   if (item.op == Op::kEncrypt) {
-    absl::StatusOr<vault::Wrapped> r;
-    if (item.associated_data.empty()) {
-      r = transit_.Encrypt(item.text, item.version, item.deadline);
-    } else {
-      auto b = transit_.EncryptBatch({{item.text, item.version, std::string(item.associated_data)}},
-                                     item.deadline);
-      r = b.ok() ? std::move((*b)[0]) : absl::StatusOr<vault::Wrapped>(b.status());
-    }
+    // A batch of one is the plain call (with the cluster binding's associated data, if any).
+    absl::StatusOr<vault::Wrapped> r =
+        transit_.Encrypt(item.text, item.version, item.deadline, item.associated_data);
     if (r.ok()) {
       item.wrapped = std::move(*r);
     } else {
@@ -121,13 +116,8 @@ void TransitBatcher::CallAlone(Item& item) {
     }
     return;
   }
-  absl::StatusOr<vault::Unwrapped> r;
-  if (item.associated_data.empty()) {
-    r = transit_.Decrypt(item.text, item.deadline);
-  } else {
-    auto b = transit_.DecryptBatch({{item.text, std::string(item.associated_data)}}, item.deadline);
-    r = b.ok() ? std::move((*b)[0]) : absl::StatusOr<vault::Unwrapped>(b.status());
-  }
+  absl::StatusOr<vault::Unwrapped> r =
+      transit_.Decrypt(item.text, item.deadline, item.associated_data);
   if (r.ok()) {
     item.unwrapped = std::move(*r);
   } else {
