@@ -329,6 +329,7 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   MaybeReloadTls();
   absl::Status last = absl::UnavailableError("vault: no address configured");
   std::optional<HttpResponse> unhealthy;  // the last 429/502/503 answer, if any
+  absl::Status cause;  // the last error of a pass that did not end in the deadline
   for (int pass = 0; pass < kMaxPasses; ++pass) {
     if (pass > 0) {
       // Every node failed: back off (bounded, jittered) and go round again while the deadline
@@ -344,11 +345,20 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
     bool give_up = false;
     auto resp = TryEachNode(request, &last, &unhealthy, &give_up);
     if (resp.has_value()) return std::move(*resp);
+    if (last.code() != absl::StatusCode::kDeadlineExceeded) cause = last;
     if (give_up) break;
   }
   // An HTTP answer (sealed, rate limited) says more than a transport error: let the caller map it.
   if (unhealthy.has_value() && last.code() != absl::StatusCode::kDeadlineExceeded) {
     return std::move(*unhealthy);
+  }
+  // The last attempt ran into the caller's deadline after earlier attempts failed otherwise:
+  // "timed out after 52 ms" alone would hide why (a broken proxy, a bad certificate...).
+  if (last.code() == absl::StatusCode::kDeadlineExceeded && !cause.ok() &&
+      last.message().find(cause.message()) == std::string_view::npos) {
+    return absl::DeadlineExceededError(std::string(last.message()) +
+                                       "; the attempts before it failed with: " +
+                                       std::string(cause.message()));
   }
   return last;
 }
