@@ -336,7 +336,7 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
       // leaves room, so that a failover shorter than the deadline costs no request. The margin
       // lets the caller get our error rather than its own deadline.
       const auto pause = Backoff(pass);
-      if (SystemClock().Now() + pause + kDeadlineMargin >= request.deadline) break;
+      if (SystemClock().Now() + pause + 2 * kDeadlineMargin >= request.deadline) break;
       log::Warn("vault.retry", "every vault address failed; retrying after a pause",
                 {{"pause_ms", static_cast<int64_t>(pause.count())},
                  {"error", std::string(last.message())}});
@@ -455,8 +455,11 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
   CURL* c = h.easy;
   curl_easy_reset(c);  // the same handle serves a redirect retry: start from clean options
 
+  // Leave the caller kDeadlineMargin to send our answer: an attempt that ran to the caller's
+  // own deadline ends as its bare "Deadline Exceeded", and the cause we know is lost.
   const auto now = SystemClock().Now();
-  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(request.deadline - now);
+  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+      request.deadline - kDeadlineMargin - now);
   long timeout_ms = static_cast<long>(std::min(remaining, cfg_.request_timeout).count());
   if (timeout_ms <= 0) {
     return absl::DeadlineExceededError("vault " + node + ": no time left before the deadline");

@@ -33,6 +33,7 @@ import pytest
 
 from itlib.certs import make_rotation_certs
 from itlib.hostile import MODES, HostileFront
+from itlib.toxiproxy import Toxiproxy
 from test_core import wait_ok
 
 pytestmark = pytest.mark.plugin
@@ -148,6 +149,15 @@ def front(openbao, pki):
     f = HostileFront(pki, openbao.port)
     yield f
     f.close()
+
+
+@pytest.fixture(scope="module")
+def toxi(openbao, it_dir):
+    t = Toxiproxy(it_dir)
+    addr = t.proxy("bao", openbao.port)
+    t.bao_addr = "https://" + addr
+    yield t
+    t.stop()
 
 
 # ------------------------------------------------------------------ item 2: garbage
@@ -272,19 +282,89 @@ def cert_rotation(plugin_factory, bao, kms, front):
     return out
 
 
+# ------------------------------------------------------------------ item 1: network
+# name -> (toxics [(type, attributes)], codes during, message needles, what "during" calls see)
+TIMED_OUT = ("timed out",)
+NET = {
+    # every answer 5 s late: past vault.timeouts.request (2 s) and the caller's deadline
+    "latency-beyond-deadline": ([("latency", {"latency": 5000, "jitter": 0})],
+                                {"DEADLINE_EXCEEDED"}, TIMED_OUT),
+    # the first bytes of every answer (the response on a kept-alive connection, the
+    # ServerHello on a new one) turn into a TCP RST
+    "reset-mid-response": ([("reset_peer", {"timeout": 0})],
+                           {"UNAVAILABLE", "DEADLINE_EXCEEDED"},
+                           (("connection failed", "TLS handshake failed", "Connection reset",
+                             "request failed"),)),
+    # one byte a second
+    "slow-drip": ([("slicer", {"average_size": 1, "size_variation": 0, "delay": 1_000_000})],
+                  {"DEADLINE_EXCEEDED"}, TIMED_OUT),
+    # 1 KB/s (toxiproxy's lowest rate) both ways: the kept-alive connection still carries a
+    # ~0.5 KB answer well inside the deadlines, so the plugin must keep serving (slower)
+    "bandwidth-1KBps": ([("bandwidth", {"rate": 1}), ("bandwidth", {"rate": 1}, "upstream")],
+                        None, ()),
+}
+
+
+def net_case(name: str):
+    def run(plugin_factory, bao, kms, toxi):
+        toxics, codes, needles = NET[name]
+        toxi.clear("bao")
+        pl = plugin_factory.start(base_overrides(toxi.bao_addr))
+        wait_ok(pl)
+        before = encrypt_some(pl, 3, f"net-{name}-before")
+        seed0, ct0, kid0 = before[0]
+        t_fault = time.monotonic()
+        for i, (type_, attrs, *stream) in enumerate(toxics):
+            toxi.add_toxic("bao", f"{name}-{i}", type_, attrs, *stream)
+        if codes is None:
+            # degraded, not down: every call in this phase succeeds and Status stays "ok"
+            lat = []
+            for _ in range(4):
+                t = time.monotonic()
+                encrypt_some(pl, 1, f"net-{name}-during", timeout=CALL_S)
+                lat.append(time.monotonic() - t)
+            assert pl.decrypt(ct0, key_id=kid0, uid="n", timeout=CALL_S).plaintext == seed0
+            assert pl.status(timeout=CALL_S).healthz == "ok"
+            toxi.clear("bao")
+            return dict(served=f"4/4 Encrypt + Decrypt under the throttle, "
+                        f"slowest {max(lat) * 1000:.0f} ms", status="ok throughout",
+                        recovery_s="0 (never down)")
+        not_ok_s = wait_not_ok(pl, t_fault, name)
+        e = expect_error(lambda: pl.encrypt(os.urandom(32), uid="n", timeout=CALL_S),
+                         codes, needles, f"{name}: Encrypt")
+        enc_seen = f"{e.code().name}: {e.details()[:100]}"
+        e = expect_error(lambda: pl.decrypt(ct0, key_id=kid0, uid="n", timeout=CALL_S),
+                         codes, needles, f"{name}: Decrypt")
+        dec_seen = e.code().name
+        t_heal = time.monotonic()
+        toxi.clear("bao")
+        recovery = wait_recovered(pl, t_heal, f"net-{name}-after")
+        encrypt_some(pl, 2, f"net-{name}-after")
+        assert pl.decrypt(ct0, key_id=kid0, uid="n", timeout=10.0).plaintext == seed0
+        return dict(encrypt=enc_seen, decrypt=dec_seen, status_not_ok_s=f"{not_ok_s:.2f}",
+                    recovery_s=f"{recovery:.2f}")
+    return run
+
+
 # ------------------------------------------------------------------ the table
 CASES = {f"garbage:{m}": garbage_case(m) for m in GARBAGE}
 CASES["cert:rotation"] = cert_rotation
+CASES.update({f"net:{n}": net_case(n) for n in NET})
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_fault_matrix(case, plugin_factory, bao, kms, front):
+def test_fault_matrix(case, plugin_factory, bao, kms, request):
     start = len(LEDGER)
     t0 = time.monotonic()
+    kind = case.split(":", 1)[0]
+    peer = request.getfixturevalue({"net": "toxi"}.get(kind, "front"))
     try:
-        fields = CASES[case](plugin_factory, bao, kms, front)
+        fields = CASES[case](plugin_factory, bao, kms, peer)
     finally:
-        front.set_mode("proxy")
+        if kind == "net":
+            peer.clear("bao")
+        else:
+            peer.set_mode("proxy")
         if bao.proc is not None and bao.proc.poll() is None:
             os.kill(bao.proc.pid, signal.SIGCONT)
     pls = [p for p in plugin_factory.started if p.running()]
