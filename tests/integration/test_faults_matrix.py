@@ -24,9 +24,14 @@ a fresh plugin talking straight to OpenBao. Run with -s to see the FAULT lines.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import subprocess
+import threading
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -346,10 +351,99 @@ def net_case(name: str):
     return run
 
 
+# ------------------------------------------------------------------ item 6: socket directory
+def socket_dir_removed(plugin_factory, bao, kms, _peer):
+    """The directory holding the socket removed under a running plugin: the same decision as
+    for the socket file (src/main.cpp, docs/design.md "Faults"): one log line, exit 1, and the
+    restarted process (kubelet's restart) recreates the directory and serves."""
+    sock_dir = os.path.join(plugin_factory.it_dir, "run", f"gone-{len(LEDGER)}-{os.getpid()}")
+    path = os.path.join(sock_dir, "kms.sock")
+    pl = plugin_factory.start(base_overrides(bao.addr), socket_path=path)
+    wait_ok(pl)
+    encrypt_some(pl, 3, "sockdir-before")
+    t0 = time.monotonic()
+    shutil.rmtree(sock_dir)
+    rc = pl.wait_exit(10.0)
+    exited = time.monotonic() - t0
+    assert rc == 1, f"exit code {rc} after the socket directory was removed"
+    lines = [json.loads(x) for x in pl.stderr_text().splitlines() if '"event":"socket"' in x]
+    assert any(x.get("reason") == "deleted" and "gone" in x.get("msg", "") for x in lines), \
+        pl.stderr_text()[-2000:]
+    assert not os.path.exists(sock_dir)
+    pl2 = plugin_factory.start(base_overrides(bao.addr), socket_path=path)
+    wait_ok(pl2)
+    recovery = time.monotonic() - t0
+    assert os.path.isdir(sock_dir)
+    encrypt_some(pl2, 3, "sockdir-after")
+    return dict(exit_code=rc, exit_after_s=f"{exited:.2f}", log_reason="deleted",
+                recovery_with_restart_s=f"{recovery:.2f}")
+
+
+# ------------------------------------------------------------------ limits as metrics
+def metric(pl, name: str, **labels) -> float | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{pl.http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def limits_metrics(plugin_factory, bao, kms, _peer):
+    """trousseau_kms_max_in_flight{method} shows the configured limits and
+    trousseau_kms_shed_total{method} counts exactly the calls the limit refused."""
+    o = base_overrides(bao.addr)
+    o["limits"] = {"max_in_flight": {"encrypt": 2, "decrypt": 5}}
+    pl = plugin_factory.start(o)
+    wait_ok(pl)
+    encrypt_some(pl, 2, "limits-before")
+    assert metric(pl, "trousseau_kms_max_in_flight", method="Encrypt") == 2
+    assert metric(pl, "trousseau_kms_max_in_flight", method="Decrypt") == 5
+    assert metric(pl, "trousseau_kms_shed_total", method="Encrypt") == 0
+    assert metric(pl, "trousseau_kms_shed_total", method="Decrypt") == 0
+    n = 8
+    results: list = [None] * n
+    seeds = [os.urandom(32) for _ in range(n)]
+    os.kill(bao.proc.pid, signal.SIGSTOP)   # holds the two admitted calls in flight
+    t_fault = time.monotonic()
+    try:
+        def call(i):
+            try:
+                r = pl.encrypt(seeds[i], uid=f"lim{i}", timeout=6.0)
+                results[i] = (seeds[i], r.ciphertext, r.key_id)
+            except grpc.RpcError as e:
+                results[i] = e
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and sum(isinstance(r, grpc.RpcError) for r in results) < n - 2:
+            time.sleep(0.05)
+    finally:
+        os.kill(bao.proc.pid, signal.SIGCONT)
+    t_heal = time.monotonic()
+    for t in threads:
+        t.join(15)
+    shed = [r for r in results if isinstance(r, grpc.RpcError)
+            and r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert len(shed) >= n - 2, [getattr(r, "code", lambda: r)() for r in results]
+    assert all("limits.max_in_flight.encrypt = 2" in r.details() for r in shed)
+    LEDGER.extend(r for r in results if isinstance(r, tuple))
+    assert metric(pl, "trousseau_kms_shed_total", method="Encrypt") == len(shed)
+    assert metric(pl, "trousseau_kms_shed_total", method="Decrypt") == 0
+    recovery = wait_recovered(pl, t_heal, "limits-after")
+    encrypt_some(pl, 2, "limits-after")
+    return dict(shed=f"{len(shed)}/{n}", shed_total_metric=len(shed), max_in_flight="2/5",
+                recovery_s=f"{recovery:.2f}", fault_s=f"{t_heal - t_fault:.2f}")
+
+
 # ------------------------------------------------------------------ the table
 CASES = {f"garbage:{m}": garbage_case(m) for m in GARBAGE}
 CASES["cert:rotation"] = cert_rotation
 CASES.update({f"net:{n}": net_case(n) for n in NET})
+CASES["socket-dir-removed"] = socket_dir_removed
+CASES["limits-metrics"] = limits_metrics
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -365,6 +459,7 @@ def test_fault_matrix(case, plugin_factory, bao, kms, request):
             peer.clear("bao")
         else:
             peer.set_mode("proxy")
+            peer.serve_cert(bao.pki.server_cert_file, bao.pki.server_key_file)
         if bao.proc is not None and bao.proc.poll() is None:
             os.kill(bao.proc.pid, signal.SIGCONT)
     pls = [p for p in plugin_factory.started if p.running()]
