@@ -438,12 +438,106 @@ def limits_metrics(plugin_factory, bao, kms, _peer):
                 recovery_s=f"{recovery:.2f}", fault_s=f"{t_heal - t_fault:.2f}")
 
 
+# ------------------------------------------------------------------ item 7: wall clock
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def _events(pl, event: str) -> list[dict]:
+    out = []
+    for line in pl.stderr_text().splitlines():
+        try:
+            j = json.loads(line)
+        except ValueError:
+            continue
+        if j.get("event") == event:
+            out.append(j)
+    return out
+
+
+def _log_skew_s(pl) -> float:
+    """The wall clock the plugin logs with minus ours, from its last log line."""
+    import datetime
+    line = [x for x in pl.stderr_text().splitlines() if x.startswith('{"time":"')][-1]
+    t = datetime.datetime.strptime(json.loads(line)["time"][:26], "%Y-%m-%dT%H:%M:%S.%f")
+    return t.replace(tzinfo=datetime.timezone.utc).timestamp() - time.time()
+
+
+def clock_jump(plugin_factory, bao, kms, _peer):
+    """The plugin's wall clock jumps 6 h forward, then 6.5 h back (libfaketime, LD_PRELOAD,
+    FAKETIME_TIMESTAMP_FILE re-read on every call, CLOCK_MONOTONIC and stat() left real). Renewals,
+    backoffs, deadlines and Status staleness run on the steady clock: calls keep succeeding,
+    Status stays "ok" (never "older than stale_after"), and the 6 s token keeps being renewed."""
+    if not os.path.exists(LIBFAKETIME):
+        pytest.fail(f"{LIBFAKETIME} missing: scripts/install-deps installs faketime/libfaketime")
+    token = bao.create_plugin_token(period="", ttl="6s", explicit_max_ttl="5m")
+    bao.write_token_file(token)
+    ts_file = os.path.join(plugin_factory.it_dir, f"faketime-{len(LEDGER)}")
+    with open(ts_file, "w") as f:
+        f.write("+0\n")
+    os.chmod(ts_file, 0o644)
+    pl = plugin_factory.make(base_overrides(bao.addr, log={"level": "debug"}))
+    env = {"LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": ts_file,
+           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+           # a real clock jump leaves files' mtimes alone; libfaketime would shift them (and
+           # the token and TLS files would look changed at every jump)
+           "NO_FAKE_STAT": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        pl.spawn()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    plugin_factory.started.append(pl)
+    pl.wait_ready(15)
+    wait_ok(pl)
+    encrypt_some(pl, 2, "clock-before")
+    out = {}
+    for label, offset, expect_skew in (("forward_6h", "+6h", 6 * 3600),
+                                       ("back_to_-30m", "-30m", -1800)):
+        renewals0 = len([e for e in _events(pl, "auth.renew") if e.get("msg") == "token renewed"])
+        t_jump = time.monotonic()
+        with open(ts_file + ".new", "w") as f:
+            f.write(offset + "\n")
+        os.chmod(ts_file + ".new", 0o644)
+        os.rename(ts_file + ".new", ts_file)
+        worst_status = "ok"
+        n = 0
+        while time.monotonic() - t_jump < 8.0:   # more than one token TTL (6 s)
+            seed = os.urandom(32)
+            r = pl.encrypt(seed, uid="clock", timeout=CALL_S)
+            LEDGER.append((seed, r.ciphertext, r.key_id))
+            assert pl.decrypt(r.ciphertext, key_id=r.key_id, uid="clock",
+                              timeout=CALL_S).plaintext == seed
+            h = pl.status(timeout=CALL_S).healthz
+            if h != "ok":
+                worst_status = h
+            n += 1
+            time.sleep(0.2)
+        assert worst_status == "ok", f"{label}: Status went {worst_status!r} after the jump"
+        skew = _log_skew_s(pl)
+        assert abs(skew - expect_skew) < 120, f"{label}: the plugin's log clock is off by {skew:.0f}s"
+        renewals = len([e for e in _events(pl, "auth.renew")
+                        if e.get("msg") == "token renewed"]) - renewals0
+        assert renewals >= 1, f"{label}: no token renewal in 8 s with a 6 s TTL"
+        out[label] = f"{n} round trips ok, status ok, renewals={renewals}, log_skew_s={skew:.0f}"
+    with open(ts_file, "w") as f:
+        f.write("+0\n")
+    encrypt_some(pl, 2, "clock-after")
+    out["recovery_s"] = "0 (never degraded)"
+    return out
+
+
 # ------------------------------------------------------------------ the table
 CASES = {f"garbage:{m}": garbage_case(m) for m in GARBAGE}
 CASES["cert:rotation"] = cert_rotation
 CASES.update({f"net:{n}": net_case(n) for n in NET})
 CASES["socket-dir-removed"] = socket_dir_removed
 CASES["limits-metrics"] = limits_metrics
+CASES["clock:jump-forward-and-back"] = clock_jump
 
 
 @pytest.mark.parametrize("case", list(CASES))
