@@ -2,11 +2,15 @@
 
 #include <curl/curl.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "common/status.h"
@@ -565,7 +569,29 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
                           std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
                               .count());
     if (rc != CURLE_OK) {
-      result = MapCurlError(rc, node, errbuf, timeout_ms, target.overflow,
+      // libcurl's text for a failed socket() or connect() omits errno ("Couldn't connect to
+      // server"): name it, so that "Too many open files" is not hidden.
+      std::string detail = errbuf;
+      long os_errno = 0;
+      if (curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK && os_errno != 0) {
+        const std::string why = std::error_code(static_cast<int>(os_errno),
+                                                std::generic_category()).message();
+        if (detail.find(why) == std::string::npos) {
+          detail = (detail.empty() ? curl_easy_strerror(rc) : detail) + "; " + why;
+        }
+      } else if (rc == CURLE_COULDNT_CONNECT) {
+        // A failed socket() leaves no errno in libcurl: check whether we can open one at all
+        // (out of descriptors: RLIMIT_NOFILE or the system's table).
+        const int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0) {
+          ::close(probe);
+        } else if (errno == EMFILE || errno == ENFILE) {
+          detail += "; cannot open a socket: " +
+                    std::error_code(errno, std::generic_category()).message() +
+                    (errno == EMFILE ? " (RLIMIT_NOFILE)" : "");
+        }
+      }
+      result = MapCurlError(rc, node, detail.c_str(), timeout_ms, target.overflow,
                             cfg_.max_response_bytes, retryable);
     } else {
       long status = 0;

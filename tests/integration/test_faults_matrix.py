@@ -38,6 +38,7 @@ import pytest
 
 from itlib.certs import make_rotation_certs
 from itlib.hostile import MODES, HostileFront
+from itlib.openbao import PLUGIN_GID, PLUGIN_UID
 from itlib.toxiproxy import Toxiproxy
 from test_core import wait_ok
 
@@ -531,6 +532,89 @@ def clock_jump(plugin_factory, bao, kms, _peer):
     return out
 
 
+# ------------------------------------------------------------------ item 5: resource limits
+def _parallel_encrypts(pl, n: int, tag: str, timeout: float) -> list:
+    out: list = [None] * n
+
+    def call(i):
+        seed = os.urandom(32)
+        try:
+            r = pl.encrypt(seed, uid=f"matrix-{tag}", timeout=timeout)
+            out[i] = (seed, r.ciphertext, r.key_id)
+        except grpc.RpcError as e:
+            out[i] = e
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 10)
+    assert all(r is not None for r in out), "a call did not return"
+    LEDGER.extend(r for r in out if isinstance(r, tuple))
+    return out
+
+
+def _prlimit(pid: int, resource: str, soft, hard) -> None:
+    # as the plugin's own uid/gid: changing another user's limits needs CAP_SYS_RESOURCE, which
+    # this sandbox's root lacks; the same credentials need nothing (and the hard limit stays)
+    r = subprocess.run(["setpriv", f"--reuid={PLUGIN_UID}", f"--regid={PLUGIN_GID}",
+                        "--clear-groups", "prlimit", f"--pid={pid}",
+                        f"--{resource}={soft}:{hard}"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, f"prlimit --{resource}={soft}:{hard}: {r.stderr.strip()}"
+
+
+def fds_exhausted(plugin_factory, bao, kms, front):
+    """RLIMIT_NOFILE's soft limit lowered (prlimit --pid) below the lowest free descriptor: the
+    plugin cannot open another socket or file. The kept-alive Vault connections are cut, so
+    every call needs a new one: calls fail cleanly (UNAVAILABLE naming "Too many open files",
+    or DEADLINE_EXCEEDED), none hangs, Status turns not ok, the process lives; the limit raised
+    again, 16 parallel Encrypts succeed without a restart."""
+    front.set_mode("proxy")
+    pl = plugin_factory.start(base_overrides(front.addr))
+    wait_ok(pl)
+    encrypt_some(pl, 3, "fds-before")
+    pid = pl.proc.pid
+    with open(f"/proc/{pid}/limits") as f:
+        line = [x for x in f if x.startswith("Max open files")][0].split()
+    soft0, hard0 = line[3], line[4]
+    in_use = sorted(int(x) for x in os.listdir(f"/proc/{pid}/fd"))
+    # below the lowest free descriptor: every new socket or file fails with EMFILE, closing
+    # one does not help (the kernel hands out the lowest free number, above the limit)
+    lowest_free = next(i for i in range(len(in_use) + 1) if i not in in_use)
+    limit = max(3, lowest_free)
+    n = 16
+    t_fault = time.monotonic()
+    _prlimit(pid, "nofile", limit, hard0)
+    try:
+        front.drop_connections()   # the kept-alive Vault connections die; new ones need fds
+        not_ok_s = wait_not_ok(pl, t_fault, "RLIMIT_NOFILE")
+        res = _parallel_encrypts(pl, n, "fds-during", CALL_S)
+        status_during = pl.status(timeout=CALL_S).healthz
+    finally:
+        _prlimit(pid, "nofile", soft0, hard0)
+    t_heal = time.monotonic()
+    errors = [r for r in res if isinstance(r, grpc.RpcError)]
+    codes = {}
+    for r in res:
+        k = "OK" if isinstance(r, tuple) else r.code().name
+        codes[k] = codes.get(k, 0) + 1
+    assert errors, f"no call failed with RLIMIT_NOFILE at {limit}: {codes}"
+    assert set(codes) <= {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}, codes
+    for e in errors:
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            assert "Too many open files" in e.details(), e.details()
+    msg = next((e.details() for e in errors if e.code() == grpc.StatusCode.UNAVAILABLE),
+               errors[0].details())
+    assert pl.running()
+    recovery = wait_recovered(pl, t_heal, "fds-after")
+    res = _parallel_encrypts(pl, n, "fds-after", 10.0)
+    assert all(isinstance(r, tuple) for r in res), [r for r in res if not isinstance(r, tuple)][:2]
+    return dict(nofile=limit, codes=codes, message=f"'{msg[:140]}'",
+                status_not_ok_s=f"{not_ok_s:.2f}", status_during=f"'{status_during[:60]}'",
+                recovery_s=f"{recovery:.2f}",
+                fault_s=f"{t_heal - t_fault:.2f}")
+
+
 # ------------------------------------------------------------------ the table
 CASES = {f"garbage:{m}": garbage_case(m) for m in GARBAGE}
 CASES["cert:rotation"] = cert_rotation
@@ -538,6 +622,7 @@ CASES.update({f"net:{n}": net_case(n) for n in NET})
 CASES["socket-dir-removed"] = socket_dir_removed
 CASES["limits-metrics"] = limits_metrics
 CASES["clock:jump-forward-and-back"] = clock_jump
+CASES["rlimit:nofile"] = fds_exhausted
 
 
 @pytest.mark.parametrize("case", list(CASES))
