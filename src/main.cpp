@@ -15,6 +15,8 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "cli/cli.h"
@@ -183,6 +185,22 @@ absl::Status StartOps(Plugin& p, const config::Config& cfg) {
   }
   log::Info("http", "operations listener started", {{"listen", cfg.http.listen}});
   return absl::OkStatus();
+}
+
+// Destroying the gRPC server can hang for good after gRPC failed to create a worker thread
+// (RLIMIT_AS or a memory cgroup at its limit: "Could not create grpc_sync_server
+// worker-thread"; test_faults_matrix.py, rlimit:address-space). Everything that matters is
+// done when this is called (calls finished, socket removed, log flushed): exit with `code`
+// if the destructors have not finished within 5 s.
+void BoundTeardown(int code) {
+  try {
+    std::thread([code] {
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+      std::_Exit(code);
+    }).detach();
+  } catch (const std::system_error&) {
+    // no thread to spare: the destructors run unbounded, as before
+  }
 }
 
 int Serve(const std::string& config_path, bool check_only) {
@@ -424,6 +442,7 @@ int Serve(const std::string& config_path, bool check_only) {
     // Whatever is at the path now is not ours: leave it.
     log::Info("stop", "stopped after losing the socket");
     log::StopWriter(std::chrono::seconds(2));
+    BoundTeardown(kExitRuntime);
     return kExitRuntime;
   }
   // Removed only if still ours (a stop signal could follow a replacement within the second).
@@ -431,6 +450,7 @@ int Serve(const std::string& config_path, bool check_only) {
   log::Info("stop", "stopped cleanly");
   // Flush what is queued, bounded: a stderr nobody reads must not hold the exit.
   log::StopWriter(std::chrono::seconds(2));
+  BoundTeardown(kExitOk);
   return kExitOk;
 }
 

@@ -139,10 +139,18 @@ InFlightLimit* DecryptLimit(CallLimits* l) { return l == nullptr ? nullptr : &l-
 
 }  // namespace
 
+InFlightLimit::InFlightLimit(std::string method, std::string config_key, uint32_t max)
+    : method_(std::move(method)), key_(std::move(config_key)), max_(max) {
+  metrics::SetKmsMaxInFlight(method_, max_);
+}
+
 bool InFlightLimit::TryAcquire() {
   uint32_t cur = in_flight_.load(std::memory_order_acquire);
   do {
-    if (cur >= max_) return false;
+    if (cur >= max_) {
+      metrics::KmsShed(method_);
+      return false;
+    }
   } while (!in_flight_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel));
   return true;
 }

@@ -21,8 +21,8 @@ inline constexpr const char* kRuntimeName = "trousseau";
 class InFlightLimit {
  public:
   // `method` ("Encrypt") and `config_key` ("limits.max_in_flight.encrypt") name it in messages.
-  InFlightLimit(std::string method, std::string config_key, uint32_t max)
-      : method_(std::move(method)), key_(std::move(config_key)), max_(max) {}
+  // Exported as trousseau_kms_max_in_flight{method}; refusals count in trousseau_kms_shed_total.
+  InFlightLimit(std::string method, std::string config_key, uint32_t max);
   InFlightLimit(const InFlightLimit&) = delete;
   InFlightLimit& operator=(const InFlightLimit&) = delete;
 

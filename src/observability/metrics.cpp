@@ -50,6 +50,14 @@ struct Families {
       .Name("trousseau_kms_in_flight_requests")
       .Help("KMS gRPC calls being served now.")
       .Register(*registry);
+  Family<Gauge>& kms_max_in_flight = prometheus::BuildGauge()
+      .Name("trousseau_kms_max_in_flight")
+      .Help("The configured limit of concurrent calls of a method (limits.max_in_flight.*).")
+      .Register(*registry);
+  Family<Counter>& kms_shed = prometheus::BuildCounter()
+      .Name("trousseau_kms_shed_total")
+      .Help("Calls refused with RESOURCE_EXHAUSTED because the method's limit was reached.")
+      .Register(*registry);
   Family<Counter>& vault_requests = prometheus::BuildCounter()
       .Name("trousseau_vault_requests_total")
       .Help("HTTP attempts to Vault by endpoint class, node and status class (error: no answer).")
@@ -342,6 +350,17 @@ KmsInFlight::KmsInFlight(std::string_view api, std::string_view method) {
 }
 
 KmsInFlight::~KmsInFlight() { static_cast<Gauge*>(gauge_)->Decrement(); }
+
+void SetKmsMaxInFlight(std::string_view method, uint32_t max) {
+  Families& f = F();
+  const std::string m(BoundedMethod(method));
+  f.kms_max_in_flight.Add({{"method", m}}).Set(static_cast<double>(max));
+  f.kms_shed.Add({{"method", m}});
+}
+
+void KmsShed(std::string_view method) {
+  F().kms_shed.Add({{"method", std::string(BoundedMethod(method))}}).Increment();
+}
 
 void SetVaultNodes(const std::vector<std::string>& nodes) {
   Families& f = F();

@@ -32,6 +32,12 @@ class KmsInFlight {
   void* gauge_;  // prometheus::Gauge*, owned by the registry
 };
 
+// Bounded concurrency (kms::InFlightLimit): the configured limit of a method, as
+// trousseau_kms_max_in_flight{method}, and each call it refused, in trousseau_kms_shed_total.
+// Setting the limit also creates the method's shed counter at 0.
+void SetKmsMaxInFlight(std::string_view method, uint32_t max);
+void KmsShed(std::string_view method);
+
 // ---- Vault transport ---------------------------------------------------------------------------
 // The configured Vault addresses: the only values the `node` label takes (others: "other").
 void SetVaultNodes(const std::vector<std::string>& nodes);

@@ -2,11 +2,15 @@
 
 #include <curl/curl.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "common/status.h"
@@ -377,13 +381,14 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   MaybeReloadTls();
   absl::Status last = absl::UnavailableError("vault: no address configured");
   std::optional<HttpResponse> unhealthy;  // the last 429/502/503 answer, if any
+  absl::Status cause;  // the last error of a pass that did not end in the deadline
   for (int pass = 0; pass < kMaxPasses; ++pass) {
     if (pass > 0) {
       // Every node failed: back off (bounded, jittered) and go round again while the deadline
       // leaves room, so that a failover shorter than the deadline costs no request. The margin
       // lets the caller get our error rather than its own deadline.
       const auto pause = Backoff(pass);
-      if (SystemClock().Now() + pause + kDeadlineMargin >= request.deadline) break;
+      if (SystemClock().Now() + pause + 2 * kDeadlineMargin >= request.deadline) break;
       log::Warn("vault.retry", "every vault address failed; retrying after a pause",
                 {{"pause_ms", static_cast<int64_t>(pause.count())},
                  {"error", std::string(last.message())}});
@@ -392,11 +397,20 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
     bool give_up = false;
     auto resp = TryEachNode(request, &last, &unhealthy, &give_up);
     if (resp.has_value()) return std::move(*resp);
+    if (last.code() != absl::StatusCode::kDeadlineExceeded) cause = last;
     if (give_up) break;
   }
   // An HTTP answer (sealed, rate limited) says more than a transport error: let the caller map it.
   if (unhealthy.has_value() && last.code() != absl::StatusCode::kDeadlineExceeded) {
     return std::move(*unhealthy);
+  }
+  // The last attempt ran into the caller's deadline after earlier attempts failed otherwise:
+  // "timed out after 52 ms" alone would hide why (a broken proxy, a bad certificate...).
+  if (last.code() == absl::StatusCode::kDeadlineExceeded && !cause.ok() &&
+      last.message().find(cause.message()) == std::string_view::npos) {
+    return absl::DeadlineExceededError(std::string(last.message()) +
+                                       "; the attempts before it failed with: " +
+                                       std::string(cause.message()));
   }
   return last;
 }
@@ -494,8 +508,11 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
   CURL* c = h.easy;
   curl_easy_reset(c);  // the same handle serves a redirect retry: start from clean options
 
+  // Leave the caller kDeadlineMargin to send our answer: an attempt that ran to the caller's
+  // own deadline ends as its bare "Deadline Exceeded", and the cause we know is lost.
   const auto now = SystemClock().Now();
-  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(request.deadline - now);
+  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+      request.deadline - kDeadlineMargin - now);
   long timeout_ms = static_cast<long>(std::min(remaining, cfg_.request_timeout).count());
   if (timeout_ms <= 0) {
     return absl::DeadlineExceededError("vault " + node + ": no time left before the deadline");
@@ -606,7 +623,29 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
                           std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
                               .count());
     if (rc != CURLE_OK) {
-      result = MapCurlError(rc, node, errbuf, timeout_ms, target.overflow,
+      // libcurl's text for a failed socket() or connect() omits errno ("Couldn't connect to
+      // server"): name it, so that "Too many open files" is not hidden.
+      std::string detail = errbuf;
+      long os_errno = 0;
+      if (curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK && os_errno != 0) {
+        const std::string why = std::error_code(static_cast<int>(os_errno),
+                                                std::generic_category()).message();
+        if (detail.find(why) == std::string::npos) {
+          detail = (detail.empty() ? curl_easy_strerror(rc) : detail) + "; " + why;
+        }
+      } else if (rc == CURLE_COULDNT_CONNECT) {
+        // A failed socket() leaves no errno in libcurl: check whether we can open one at all
+        // (out of descriptors: RLIMIT_NOFILE or the system's table).
+        const int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0) {
+          ::close(probe);
+        } else if (errno == EMFILE || errno == ENFILE) {
+          detail += "; cannot open a socket: " +
+                    std::error_code(errno, std::generic_category()).message() +
+                    (errno == EMFILE ? " (RLIMIT_NOFILE)" : "");
+        }
+      }
+      result = MapCurlError(rc, node, detail.c_str(), timeout_ms, target.overflow,
                             cfg_.max_response_bytes, retryable);
     } else {
       long status = 0;

@@ -57,7 +57,7 @@ class CurlTransport final : public HttpTransport {
   // Bounded retries: passes over every address, with jittered exponential pauses between passes
   // (capped at 1 s), until the request's deadline is near. kMaxPasses only bounds the loop.
   static constexpr int kMaxPasses = 64;
-  static constexpr std::chrono::milliseconds kDeadlineMargin{50};
+  static constexpr std::chrono::milliseconds kDeadlineMargin{100};
   static constexpr std::chrono::milliseconds kBackoffBase{100};
   static constexpr std::chrono::milliseconds kBackoffCap{1000};
   static std::chrono::milliseconds Backoff(int pass);

@@ -78,6 +78,12 @@ absl::StatusOr<TokenInfo> TokenCall(HttpTransport& http,
   if (m != obj->end() && m->is_number_integer() && m->get<int64_t>() > 0) {
     info.explicit_max_ttl = std::chrono::seconds(m->get<int64_t>());
   }
+  auto c = obj->find("creation_ttl");
+  if (c != obj->end() && c->is_number_integer() && c->get<int64_t>() > 0) {
+    info.creation_ttl = std::chrono::seconds(c->get<int64_t>());
+  }
+  auto e = obj->find("expire_time");
+  info.has_expire_time = e != obj->end() && e->is_string() && !e->empty();
   return info;
 }
 

@@ -19,6 +19,12 @@ struct TokenInfo {
   // creation; 0 when it has none (a role's token_max_ttl is not shown here: it shows up as a
   // renewal granting less than asked).
   std::chrono::seconds explicit_max_ttl{0};
+  // lookup-self only: the TTL the token was created with (data.creation_ttl), 0 if absent; the
+  // increment to ask for when renewing (the remaining `ttl` shrinks with the token's age).
+  std::chrono::seconds creation_ttl{0};
+  // lookup-self only: data.expire_time is set. Vault truncates `ttl` to whole seconds, so a
+  // token in its last second shows ttl 0 like one that never expires; this tells them apart.
+  bool has_expire_time = false;
 };
 
 // GET /v1/auth/token/lookup-self -> data.ttl, data.renewable, data.explicit_max_ttl.

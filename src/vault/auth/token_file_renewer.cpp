@@ -47,13 +47,21 @@ SteadyTime TokenFileRenewer::Step() {
       return next;
     }
     renewable_ = info->renewable;
-    increment_ = info->ttl;
+    // Ask for the TTL the token was created with: its remaining TTL would make every renewal
+    // as short as the token was old when we first saw it (a token file replaced late in its
+    // life, or re-read, kept being renewed for its leftover seconds).
+    increment_ = info->creation_ttl.count() > 0 ? info->creation_ttl : info->ttl;
     snap_ = RenewerSnapshot{};
     snap_.known = true;
     snap_.renewable = info->renewable;
     snap_.ttl = info->ttl;
     snap_.ttl_at = now;
-    if (info->ttl.count() == 0) {
+    if (info->ttl.count() == 0 && info->has_expire_time && info->renewable) {
+      // In its last second, not "does not expire": renew at once.
+      renew_due_ = true;
+      renew_at_ = now;
+      log::Warn("auth.renew", "token expires within a second; renewing now");
+    } else if (info->ttl.count() == 0) {
       log::Info("auth.renew", "token does not expire; nothing to renew");
     } else if (!info->renewable) {
       log::Warn("auth.renew", "token is not renewable; it must be replaced in the file before "

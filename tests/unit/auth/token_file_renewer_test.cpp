@@ -187,3 +187,58 @@ TEST_CASE("Start and Stop run the loop on the clock and stop promptly", "[auth][
   r.Stop();
   CHECK(r.Snapshot().renewals >= 3);
 }
+
+TEST_CASE("the renewal asks for the token's creation TTL, not what is left of it",
+          "[auth][renewer]") {
+  LogCapture logs;
+  FakeClock clock;
+  FakeHttpTransport http;
+  FakeTokenSource tokens("s.file-token");
+  // a 3600 s token first seen with 90 s left: before the fix every renewal asked for 90 s
+  http.Respond(Method::kGet, kLookup, 200,
+               R"({"data":{"ttl":90,"creation_ttl":3600,"renewable":true,)"
+               R"("expire_time":"2026-12-02T01:00:00Z"}})");
+  http.Respond(Method::kPost, kRenew, 200, RenewJson(3600, true));
+  TokenFileRenewer r(tokens, http, clock, NoJitter());
+  r.Step();
+  clock.Advance(60s);
+  r.Step();
+  REQUIRE(http.count(Method::kPost, kRenew) == 1);
+  CHECK(nlohmann::json::parse(http.last().body) == nlohmann::json({{"increment", 3600}}));
+  CHECK(r.Snapshot().ttl == 3600s);
+}
+
+TEST_CASE("ttl 0 with an expire_time is a token in its last second: renewed at once",
+          "[auth][renewer]") {
+  LogCapture logs;
+  FakeClock clock;
+  FakeHttpTransport http;
+  FakeTokenSource tokens("s.file-token");
+  http.Respond(Method::kGet, kLookup, 200,
+               R"({"data":{"ttl":0,"creation_ttl":6,"renewable":true,)"
+               R"("expire_time":"2026-12-02T01:00:00Z"}})");
+  http.Respond(Method::kPost, kRenew, 200, RenewJson(6, true));
+  TokenFileRenewer r(tokens, http, clock, NoJitter());
+  r.Step();   // learns the token: due now
+  r.Step();
+  REQUIRE(http.count(Method::kPost, kRenew) == 1);
+  CHECK(nlohmann::json::parse(http.last().body) == nlohmann::json({{"increment", 6}}));
+  for (const auto& e : logs.events("auth.renew")) {
+    CHECK(e["msg"].get<std::string>().find("does not expire") == std::string::npos);
+  }
+}
+
+TEST_CASE("ttl 0 without an expire_time still does not expire", "[auth][renewer]") {
+  LogCapture logs;
+  FakeClock clock;
+  FakeHttpTransport http;
+  FakeTokenSource tokens("s.file-token");
+  http.Respond(Method::kGet, kLookup, 200,
+               R"({"data":{"ttl":0,"creation_ttl":0,"renewable":true,"expire_time":null}})");
+  TokenFileRenewer r(tokens, http, clock, NoJitter());
+  for (int i = 0; i < 3; ++i) {
+    r.Step();
+    clock.Advance(1min);
+  }
+  CHECK(http.count(Method::kPost, kRenew) == 0);
+}

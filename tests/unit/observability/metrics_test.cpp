@@ -24,6 +24,24 @@ double Sample(const std::string& text, const std::string& series) {
   return -1;
 }
 
+TEST_CASE("max_in_flight gauge and shed counter, by method", "[metrics]") {
+  metrics::SetKmsMaxInFlight("Encrypt", 7);
+  metrics::SetKmsMaxInFlight("Decrypt", 9);
+  metrics::SetKmsMaxInFlight("Sideways", 3);  // an unknown method is "other", never a new label
+  const double before = Sample(metrics::Exposition(), R"(trousseau_kms_shed_total{method="Encrypt"})");
+  CHECK(before >= 0);  // present (at 0 in a fresh process) once the limit is set
+  metrics::KmsShed("Encrypt");
+  metrics::KmsShed("Encrypt");
+  const std::string text = metrics::Exposition();
+  CHECK(Sample(text, R"(trousseau_kms_max_in_flight{method="Encrypt"})") == 7);
+  CHECK(Sample(text, R"(trousseau_kms_max_in_flight{method="Decrypt"})") == 9);
+  CHECK(Sample(text, R"(trousseau_kms_max_in_flight{method="other"})") == 3);
+  CHECK(Sample(text, R"(trousseau_kms_shed_total{method="Encrypt"})") == before + 2);
+  CHECK(Sample(text, R"(trousseau_kms_shed_total{method="Decrypt"})") >= 0);
+  CHECK_THAT(text, Contains("# TYPE trousseau_kms_shed_total counter"));
+  CHECK_THAT(text, Contains("# TYPE trousseau_kms_max_in_flight gauge"));
+}
+
 }  // namespace
 
 TEST_CASE("Vault paths map to a bounded endpoint class, never the path") {

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "fakes/log_capture.h"
 #include "fakes/temp_dir.h"
@@ -241,6 +242,60 @@ TEST_CASE("CurlTransport: a peer that does not speak TLS is UNAVAILABLE", "[curl
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(std::string(r.status().message()), Contains("vault " + node + ": "));
+}
+
+// The first connection is hung up at once, every later one is accepted and never answered: the
+// last attempt runs into the deadline, and the error still names why the attempts before it
+// failed (before the fix it read only "timed out after 52 ms ... 0 bytes received").
+TEST_CASE("CurlTransport: a deadline after other failures keeps their cause", "[curl][negative]") {
+  CurlInit init;
+  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(lfd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  socklen_t len = sizeof(a);
+  REQUIRE(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  REQUIRE(::listen(lfd, 16) == 0);
+  int stop[2];
+  REQUIRE(::pipe2(stop, O_CLOEXEC) == 0);
+  std::thread server([lfd, &stop] {
+    std::vector<int> held;
+    bool first = true;
+    for (;;) {
+      pollfd p[2] = {{lfd, POLLIN, 0}, {stop[0], POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) continue;
+      if (p[1].revents != 0) break;
+      const int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      if (first) {
+        ::close(c);
+        first = false;
+      } else {
+        held.push_back(c);
+      }
+    }
+    for (int c : held) ::close(c);
+  });
+  const std::string node = "https://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  auto t = CurlTransport::Create(Cfg({node}), CaOnly());
+  REQUIRE(t.ok());
+  const HttpRequest req = Get(std::chrono::milliseconds(1200));
+  auto r = (*t)->Send(req);
+  // answered before the caller's deadline (kDeadlineMargin), so the caller sees this error and
+  // not its own bare "Deadline Exceeded"
+  const auto answered = std::chrono::steady_clock::now();
+  (void)!::write(stop[1], "x", 1);
+  server.join();
+  for (int fd : {lfd, stop[0], stop[1]}) ::close(fd);
+  REQUIRE_FALSE(r.ok());
+  const std::string msg(r.status().message());
+  INFO(msg);
+  CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK_THAT(msg, Contains("timed out"));
+  CHECK_THAT(msg, Contains("the attempts before it failed with: vault " + node));
+  CHECK(answered < req.deadline);
 }
 
 }  // namespace
