@@ -3,6 +3,7 @@
 #pragma once
 
 #include <openssl/bio.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -29,9 +30,15 @@ inline std::string BioText(BIO* bio) {
   return std::string(data, static_cast<size_t>(n));
 }
 
+// EVP_PKEY_CTX keygen rather than OpenSSL 3's EVP_EC_gen: the subset BoringSSL shares (issue 11).
 inline EVP_PKEY* NewKey() {
-  EVP_PKEY* k = EVP_EC_gen("P-256");
-  if (k == nullptr) throw std::runtime_error("EVP_EC_gen failed");
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, nullptr);
+  EVP_PKEY* k = nullptr;
+  const bool ok = ctx != nullptr && EVP_PKEY_keygen_init(ctx) == 1 &&
+                  EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx, NID_X9_62_prime256v1) == 1 &&
+                  EVP_PKEY_keygen(ctx, &k) == 1;
+  EVP_PKEY_CTX_free(ctx);
+  if (!ok) throw std::runtime_error("P-256 key generation failed");
   return k;
 }
 
