@@ -46,8 +46,8 @@ inline void AddExt(X509* cert, X509* issuer, int nid, const char* value) {
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  if (ext == nullptr) throw std::runtime_error("X509V3_EXT_conf_nid failed");
+  X509_EXTENSION* ext = X509V3_EXT_nconf_nid(nullptr, &ctx, nid, value);  // in both; BoringSSL lacks _conf_nid
+  if (ext == nullptr) throw std::runtime_error("X509V3_EXT_nconf_nid failed");
   X509_add_ext(cert, ext, -1);
   X509_EXTENSION_free(ext);
 }
