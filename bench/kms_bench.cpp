@@ -366,11 +366,9 @@ class VaultClient final : public Client {
       set(curl_easy_setopt(easy_, CURLOPT_URL, (decrypt ? s.decrypt_url : s.encrypt_url).c_str()));
       set(curl_easy_setopt(easy_, CURLOPT_PROTOCOLS_STR, "https"));
       set(curl_easy_setopt(easy_, CURLOPT_NOSIGNAL, 1L));
-      // The project's libcurl is built without proxy support: then there is no proxy to turn off.
-      if (const CURLcode prc = curl_easy_setopt(easy_, CURLOPT_PROXY, "");
-          prc != CURLE_UNKNOWN_OPTION && prc != CURLE_NOT_BUILT_IN) {
-        set(prc);
-      }
+#ifndef TROUSSEAU_CURL_STATIC  // the static libcurl has no proxy code and rejects the option
+      set(curl_easy_setopt(easy_, CURLOPT_PROXY, ""));
+#endif
       set(curl_easy_setopt(easy_, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2)));
       set(curl_easy_setopt(easy_, CURLOPT_SSL_VERIFYPEER, 1L));
       set(curl_easy_setopt(easy_, CURLOPT_SSL_VERIFYHOST, 2L));

@@ -1,8 +1,6 @@
 // trousseau: a Kubernetes KMS v2 (and v1beta1) plugin backed by Vault/OpenBao Transit.
 // main() reads top to bottom as the startup order; each step says why it is where it is.
 #include <grpcpp/grpcpp.h>
-#include <openssl/crypto.h>
-#include <openssl/opensslv.h>
 #include <google/protobuf/stubs/common.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -20,6 +18,7 @@
 #include <vector>
 
 #include "cli/cli.h"
+#include "common/tls_library.h"
 #include "cli/doctor.h"
 #include "config/config.h"
 #include "envelope/key_service.h"
@@ -74,7 +73,7 @@ int Version() {
   std::printf("grpc %s\n", grpc::Version().c_str());
   std::printf("protobuf %s\n",
               google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION).c_str());
-  std::printf("openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
+  std::printf("tls %s (%s)\n", common::TlsLibraryVersion().c_str(), common::TlsLibraryLinkage());
   std::printf("libcurl %s\n", vault::CurlTransport::LibraryVersion().c_str());
   std::printf("libcurl linkage: %s\n", vault::CurlTransport::LibraryLinkage());
   std::printf("libcurl protocols: %s\n", vault::CurlTransport::LibraryProtocols().c_str());
@@ -290,7 +289,7 @@ int Serve(const std::string& config_path, bool check_only) {
   }
   metrics::SetVaultNodes(cfg->vault.addresses);
   metrics::SetBuildInfo(TROUSSEAU_VERSION, TROUSSEAU_GIT_REVISION,
-                        metrics::ShortTlsLibraryName(OpenSSL_version(OPENSSL_VERSION)));
+                        metrics::ShortTlsLibraryName(common::TlsLibraryVersion()));
   // Audit records the bounded log queue had to drop (a stalled stderr): the alert's source.
   metrics::SetAuditDroppedSource([] { return log::DroppedAuditRecords(); });
   p.limits = std::make_unique<kms::CallLimits>(

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <ucontext.h>
+#include <openssl/crypto.h>  // OPENSSL_IS_BORINGSSL
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,10 +20,20 @@
 namespace trousseau::hardening {
 namespace {
 
+// The TLS flavor a rule is for (issue 11: -DTROUSSEAU_TLS=openssl|boringssl). One table holds
+// both; the rules of the other flavor are dropped when the table is built.
+enum class Tls { kAny, kOpenSsl, kBoringSsl };
+#if defined(OPENSSL_IS_BORINGSSL)
+constexpr Tls kBuiltTls = Tls::kBoringSsl;
+#else
+constexpr Tls kBuiltTls = Tls::kOpenSsl;
+#endif
+
 // One rule: a syscall name and, optionally, argument comparisons that must all hold.
 struct Rule {
   const char* name;
   std::vector<scmp_arg_cmp> args;  // empty: unconditional
+  Tls tls = Tls::kAny;             // only in this flavor's allowlist
 };
 
 struct Group {
@@ -33,8 +44,8 @@ struct Group {
 constexpr scmp_datum_t kWriteFlags = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND;
 
 // The allowlist, grouped by why each call is needed. Anything else is fatal.
-const std::vector<Group>& Groups() {
-  static const std::vector<Group> groups = {
+std::vector<Group> AllFlavors() {
+  return {
       {"memory: allocator, SecretBuffer pages (mlock, MADV_DONTDUMP); never executable",
        {{"brk", {}},
         {"mmap", {SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)}},
@@ -135,6 +146,17 @@ const std::vector<Group>& Groups() {
         {"sysinfo", {}},
         {"prlimit64", {SCMP_A2(SCMP_CMP_EQ, 0)}}}},  // read limits only, never set them
   };
+}
+
+// The built flavor's allowlist: AllFlavors() without the other flavor's rules.
+const std::vector<Group>& Groups() {
+  static const std::vector<Group> groups = [] {
+    std::vector<Group> out = AllFlavors();
+    for (auto& g : out) {
+      std::erase_if(g.rules, [](const Rule& r) { return r.tls != Tls::kAny && r.tls != kBuiltTls; });
+    }
+    return out;
+  }();
   return groups;
 }
 

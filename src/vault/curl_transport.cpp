@@ -11,6 +11,7 @@
 #include <optional>
 #include <random>
 #include <system_error>
+#include <string_view>
 #include <thread>
 
 #include "common/status.h"
@@ -205,9 +206,16 @@ absl::Status CurlTransport::GlobalInit() {
     return absl::InternalError("libcurl global initialisation failed");
   }
   const curl_version_info_data* v = curl_version_info(CURLVERSION_NOW);
-  if (v->ssl_version == nullptr || std::strncmp(v->ssl_version, "OpenSSL/", 8) != 0) {
-    return absl::FailedPreconditionError(std::string("libcurl must use OpenSSL; it uses ") +
-                                         (v->ssl_version ? v->ssl_version : "no TLS"));
+  // The SSL_CTX callback hands libcurl's SSL_CTX to the TLS library we were compiled against:
+  // libcurl must use that same one (issue 11: OpenSSL 3, or the static BoringSSL).
+#if defined(OPENSSL_IS_BORINGSSL)
+  constexpr std::string_view kTls = "BoringSSL";
+#else
+  constexpr std::string_view kTls = "OpenSSL/";
+#endif
+  if (v->ssl_version == nullptr || std::string_view(v->ssl_version).substr(0, kTls.size()) != kTls) {
+    return absl::FailedPreconditionError(std::string("libcurl must use ") + std::string(kTls) +
+                                         "; it uses " + (v->ssl_version ? v->ssl_version : "no TLS"));
   }
   return absl::OkStatus();
 }

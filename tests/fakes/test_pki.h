@@ -3,6 +3,7 @@
 #pragma once
 
 #include <openssl/bio.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -29,9 +30,15 @@ inline std::string BioText(BIO* bio) {
   return std::string(data, static_cast<size_t>(n));
 }
 
+// EVP_PKEY_CTX keygen rather than OpenSSL 3's EVP_EC_gen: the subset BoringSSL shares (issue 11).
 inline EVP_PKEY* NewKey() {
-  EVP_PKEY* k = EVP_EC_gen("P-256");
-  if (k == nullptr) throw std::runtime_error("EVP_EC_gen failed");
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, nullptr);
+  EVP_PKEY* k = nullptr;
+  const bool ok = ctx != nullptr && EVP_PKEY_keygen_init(ctx) == 1 &&
+                  EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx, NID_X9_62_prime256v1) == 1 &&
+                  EVP_PKEY_keygen(ctx, &k) == 1;
+  EVP_PKEY_CTX_free(ctx);
+  if (!ok) throw std::runtime_error("P-256 key generation failed");
   return k;
 }
 
@@ -39,8 +46,8 @@ inline void AddExt(X509* cert, X509* issuer, int nid, const char* value) {
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  if (ext == nullptr) throw std::runtime_error("X509V3_EXT_conf_nid failed");
+  X509_EXTENSION* ext = X509V3_EXT_nconf_nid(nullptr, &ctx, nid, value);  // in both; BoringSSL lacks _conf_nid
+  if (ext == nullptr) throw std::runtime_error("X509V3_EXT_nconf_nid failed");
   X509_add_ext(cert, ext, -1);
   X509_EXTENSION_free(ext);
 }

@@ -132,8 +132,10 @@ class TlsTestServer {
   // Restricts the server to [min, max] protocol versions (e.g. TLS1_VERSION..TLS1_1_VERSION,
   // which needs security level 0 in OpenSSL 3). Call before the first connection.
   void SetProtocolRange(int min_version, int max_version) {
+#if !defined(OPENSSL_IS_BORINGSSL)  // BoringSSL has no security levels; TLS 1.0/1.1 need none
     SSL_CTX_set_security_level(ctx_, 0);
     SSL_CTX_set_cipher_list(ctx_, "DEFAULT:@SECLEVEL=0");
+#endif
     SSL_CTX_set_min_proto_version(ctx_, min_version);
     SSL_CTX_set_max_proto_version(ctx_, max_version);
   }

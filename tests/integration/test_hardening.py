@@ -291,9 +291,15 @@ def test_binary_passes_hardening_check(plugin_bin):
     r = subprocess.run(["hardening-check", "--nocfprotection", plugin_bin],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([os.path.join(REPO, "scripts", "check-binary"), plugin_bin],
+    # The TLS flavor under test (scripts/test sets it for the BoringSSL stage): check-binary
+    # asserts that flavor's exact NEEDED list, and the binary must name the same library.
+    tls = os.environ.get("TROUSSEAU_TLS", "openssl")
+    r = subprocess.run([os.path.join(REPO, "scripts", "check-binary"), plugin_bin, tls],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+    version = subprocess.run([plugin_bin, "version"], capture_output=True, text=True, check=True).stdout
+    want = {"openssl": "tls OpenSSL 3.", "boringssl": "tls BoringSSL "}[tls]
+    assert want in version, version
 
 
 def test_runtime_seccomp_profile_is_current_and_bounded(plugin_bin):

@@ -12,6 +12,8 @@
 #include <string>
 #include <thread>
 
+#include <civetweb.h>
+
 #include "fakes/fake_key_service.h"
 #include "observability/http_server.h"
 #include "observability/probes.h"
@@ -199,4 +201,55 @@ TEST_CASE("a port already in use fails Start with a message naming http.listen")
   auto s = observability::HttpServer::Start(opts, {});
   REQUIRE_FALSE(s.ok());
   CHECK_THAT(std::string(s.status().message()), Contains("http.listen"));
+}
+
+// The default build links the civetweb of scripts/build-civetweb (issue 11): no TLS, no file
+// serving, no CGI, no websockets; IPv6 kept for http.listen "[::1]:port". Debian's shared
+// libcivetweb (-DTROUSSEAU_LISTENER_LIBS=system) has TLS (dlopen), files and CGI: not checked.
+TEST_CASE("the linked civetweb has only the listener's features", "[civetweb]") {
+#if defined(TROUSSEAU_CIVETWEB_STATIC)
+  CHECK(mg_check_feature(1) == 0);    // files
+  CHECK(mg_check_feature(2) == 0);    // TLS
+  CHECK(mg_check_feature(4) == 0);    // CGI
+  CHECK(mg_check_feature(8) != 0);    // IPv6
+  CHECK(mg_check_feature(16) == 0);   // websockets
+  CHECK(mg_check_feature(32) == 0);   // Lua
+  CHECK(mg_check_feature(128) == 0);  // caching
+#else
+  SUCCEED("system civetweb: features are Debian's");
+#endif
+}
+
+TEST_CASE("an IPv6 loopback listener answers when the host has ::1", "[civetweb]") {
+#if defined(TROUSSEAU_CIVETWEB_STATIC)
+  const int probe = socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  const bool have_v6 = probe >= 0 && bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  if (probe >= 0) close(probe);
+  if (!have_v6) {
+    WARN("no IPv6 loopback on this host");
+    return;
+  }
+  observability::HttpOptions opts;
+  opts.listen = "[::1]:0";
+  Fixture f(opts);
+  const int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  a.sin6_port = htons(static_cast<uint16_t>(f.port()));
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  const std::string req = "GET /livez HTTP/1.1\r\nHost: [::1]\r\n\r\n";
+  REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
+  std::string out;
+  char buf[1024];
+  for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  CHECK_THAT(out, StartsWith("HTTP/1.1 200"));
+  CHECK(Body(out) == "ok\n");
+#else
+  SUCCEED("system civetweb: Debian builds it without IPv6");
+#endif
 }
