@@ -122,7 +122,15 @@ void CheckAudit(std::string_view secret, const char* what) {
   FUZZ_CHECK(!line.empty() && line.find('\n') == std::string::npos, std::string(what) + ": audit line");
   auto j = nlohmann::json::parse(line, nullptr, false);
   FUZZ_CHECK(j.is_object() && j.value("type", "") == "audit", std::string(what) + ": audit JSON: " + line);
-  FUZZ_CHECK(!fuzz::Leaks(line, secret), std::string(what) + ": plaintext in the audit record");
+  // Only the fields that carry call-dependent text (detail, uid) can leak: a plaintext that
+  // happens to equal fixed text of the record (fuzzing found 'hema":"trousseau.audit/') is not
+  // a leak, so the check looks at string values, not at the line.
+  for (const char* field : {"detail", "uid"}) {
+    auto it = j.find(field);
+    if (it == j.end() || !it->is_string()) continue;
+    FUZZ_CHECK(!fuzz::Leaks(it->get<std::string>(), secret),
+               std::string(what) + ": plaintext in the audit record's " + field);
+  }
   LastLine().clear();
 }
 
