@@ -328,7 +328,7 @@ TEST_CASE("the text review shows no control bytes from the log", "[cli][audit][n
   CHECK_THAT(text, Contains("k?]0;owned?"));
 }
 
-, "[cli][audit][negative]") {
+TEST_CASE("an empty input gives an empty review, not a crash", "[cli][audit][negative]") {
   Reader r = ReadAll({"", "garbage", "{}"});
   const Review rv = BuildReview(r.records(), r.stats(), ReviewOptions{});
   CHECK(rv.records == 0);
