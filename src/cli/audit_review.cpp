@@ -403,6 +403,16 @@ std::string Codes(const std::map<std::string, uint64_t>& codes) {
 
 }  // namespace
 
+// uid, key_id, code and vault come from callers and from log files: a control byte in them
+// (a terminal escape) must not reach the operator's terminal. Fuzzing found them printed raw.
+static std::string NoControlBytes(std::string s) {
+  for (char& c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n') || u == 0x7f) c = '?';
+  }
+  return s;
+}
+
 std::string RenderText(const Review& r, const ReviewOptions& opts) {
   std::string o;
   const ReadStats& in = r.input;
@@ -432,7 +442,7 @@ std::string RenderText(const Review& r, const ReviewOptions& opts) {
          "they are missing from this review",
          static_cast<unsigned long long>(in.dropped_reported));
   }
-  if (r.records == 0) return o;
+  if (r.records == 0) return NoControlBytes(std::move(o));
 
   Appendf(o, "\n%-28s %8s %8s %10s %10s %10s", "calls by api/op", "calls", "errors", "p50 ms", "p99 ms", "max ms");
   for (const auto& [op, s] : r.by_op) {
@@ -489,7 +499,7 @@ std::string RenderText(const Review& r, const ReviewOptions& opts) {
     o += "  note: kube-apiserver decrypts each DEK seed once per start, so a version missing here "
          "may still be needed unless the period covers kube-apiserver restarts (docs/audit.md)\n";
   }
-  return o;
+  return NoControlBytes(std::move(o));
 }
 
 nlohmann::ordered_json RenderJson(const Review& r, const ReviewOptions& opts) {

@@ -59,8 +59,12 @@ absl::Status CheckDecryptInput(std::string_view ciphertext, std::string_view key
   size_t total = 0;
   for (const auto& [k, v] : annotations) {
     if (!IsFqdn(k)) {
+      // The key is the caller's bytes: quoted printable-only (fuzzing found control bytes, e.g.
+      // terminal escapes, copied into the message and from there into logs; tests/fuzz).
+      std::string shown;
+      for (char c : std::string_view(k).substr(0, 64)) shown.push_back(c >= 0x20 && c < 0x7f ? c : '?');
       return absl::InvalidArgumentError("annotation key is not a fully qualified domain name: \"" +
-                                        k.substr(0, 64) + "\"");
+                                        shown + (k.size() > 64 ? "\"..." : "\""));
     }
     total += k.size() + v.size();
   }

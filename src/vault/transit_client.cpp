@@ -16,11 +16,13 @@ std::string Truncated(std::string_view s, size_t n) {
 bool ReadInt(const SecretJson& obj, const char* name, int64_t* out) {
   auto it = obj.find(name);
   if (it == obj.end()) return false;
-  if (it->is_number_integer()) {
-    *out = it->get<int64_t>();
-    return *out >= 0;
-  }
-  return false;
+  if (!it->is_number_integer()) return false;
+  // A negative value (or an unsigned one past INT64_MAX, which wraps) is refused and leaves
+  // `out` as it was: fuzzing found min_decryption_version -1 copied through (tests/fuzz).
+  const int64_t v = it->get<int64_t>();
+  if (v < 0) return false;
+  *out = v;
+  return true;
 }
 
 // Vault's request_id (a UUID) for the audit trail: kept only if it looks like an identifier.

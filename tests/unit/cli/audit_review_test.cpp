@@ -316,6 +316,18 @@ TEST_CASE("log.dropped lines are summed and reported", "[cli][audit]") {
   CHECK_THAT(RenderText(rv, ReviewOptions{}), Contains("17 audit records were dropped"));
 }
 
+TEST_CASE("the text review shows no control bytes from the log", "[cli][audit][negative]") {
+  // Found by tests/fuzz (audit): a key_id or uid holding a terminal escape was printed raw.
+  Reader r = ReadAll({
+      R"({"time":"2026-12-01T20:00:00Z","level":"info","type":"audit","schema":"trousseau.audit/v1","event":"kms.call","api":"v2","op":"decrypt","uid":"u","key_id":"k\u001b]0;owned\u0007","code":"OK\u001b[2J"})",
+  });
+  REQUIRE(r.stats().records == 1);
+  const std::string text = RenderText(BuildReview(r.records(), r.stats(), ReviewOptions{}), ReviewOptions{});
+  CHECK(text.find('\x1b') == std::string::npos);
+  CHECK(text.find('\x07') == std::string::npos);
+  CHECK_THAT(text, Contains("k?]0;owned?"));
+}
+
 TEST_CASE("an empty input gives an empty review, not a crash", "[cli][audit][negative]") {
   Reader r = ReadAll({"", "garbage", "{}"});
   const Review rv = BuildReview(r.records(), r.stats(), ReviewOptions{});

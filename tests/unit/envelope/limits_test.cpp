@@ -69,6 +69,10 @@ TEST_CASE("CheckDecryptInput: annotation keys must be FQDNs", "[limits][negative
   auto long_key = CheckDecryptInput(Ct(), "k", {{std::string(500, 'Z'), "v"}});
   CHECK(long_key.code() == absl::StatusCode::kInvalidArgument);
   CHECK(Msg(long_key).size() < 200);
+  // The caller's bytes are shown printable-only (found by tests/fuzz, decrypt_input): no
+  // terminal escape or newline reaches the message and the logs.
+  auto ctrl = CheckDecryptInput(Ct(), "k", {{"bad\x1b[2J\nkey.example.com", "v"}});
+  CHECK(Msg(ctrl) == "annotation key is not a fully qualified domain name: \"bad?[2J?key.example.com\"");
 }
 
 TEST_CASE("CheckDecryptInput: annotations up to 32 KiB in total", "[limits]") {

@@ -431,6 +431,19 @@ TEST_CASE("ReadKey tolerates missing optional fields and caps the type", "[trans
   CHECK(k->type.size() == 67);  // 64 characters and "..."
 }
 
+TEST_CASE("ReadKey: a negative or out-of-range min version is ignored, not copied", "[transit][negative]") {
+  // Found by tests/fuzz (vault_response): -1 used to reach KeyInfo.
+  Fixture f;
+  f.http.Respond(Method::kGet, kKeys, 200,
+                 R"({"data":{"latest_version":2,"min_decryption_version":-1,
+                    "min_encryption_version":18446744073709551615}})");
+  auto k = f.client.ReadKey(f.deadline);
+  REQUIRE(k.ok());
+  CHECK(k->latest_version == 2);
+  CHECK(k->min_decryption_version == 0);
+  CHECK(k->min_encryption_version == 0);
+}
+
 TEST_CASE("ReadKey: missing or invalid latest_version is INTERNAL", "[transit][negative]") {
   for (const char* body :
        {R"({"data":{}})", R"({"data":{"latest_version":0}})", R"({"data":{"latest_version":-3}})",
