@@ -10,6 +10,7 @@
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -69,7 +71,12 @@ std::string Cat(const Parts&... parts) {
 std::string Escape(std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  for (unsigned char c : s.substr(0, kMaxQuoted)) {
+  // Bounded by what is written, not what is read: an escaped byte takes four characters.
+  for (unsigned char c : s) {
+    if (out.size() >= kMaxQuoted) {
+      out += "...";
+      return out;
+    }
     if (c == '"' || c == '\\') {
       out += '\\';
       out += static_cast<char>(c);
@@ -81,7 +88,6 @@ std::string Escape(std::string_view s) {
       out += static_cast<char>(c);
     }
   }
-  if (s.size() > kMaxQuoted) out += "...";
   return out;
 }
 
@@ -1159,10 +1165,45 @@ absl::Status ReadSmallFile(const std::string& path, std::string& out) {
 
 }  // namespace
 
+namespace {
+
+// Counts YAML documents without building them. yaml-cpp 0.7's LoadAll never returns on some
+// malformed texts (an endless run of documents, found by fuzzing: it grew to 2 GB in 8 s), so
+// the documents are counted with the event parser first, stopping at `cap`.
+class DocumentCounter final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+size_t CountDocuments(const std::string& yaml_text, size_t cap) {
+  std::istringstream in(yaml_text);
+  YAML::Parser parser(in);
+  DocumentCounter counter;
+  size_t n = 0;
+  while (n < cap && parser.HandleNextDocument(counter)) ++n;
+  return n;
+}
+
+}  // namespace
+
 absl::StatusOr<Config> ParseConfig(const std::string& yaml_text) {
   // yaml-cpp reports everything by exception; none may leave this function.
   try {
-    return ParseDocuments(YAML::LoadAll(yaml_text));
+    const size_t docs = CountDocuments(yaml_text, 2);
+    if (docs > 1) return Error("the file holds more than one YAML document; one is expected");
+    if (docs == 0) return ParseDocuments({});
+    return ParseDocuments({YAML::Load(yaml_text)});
   } catch (const YAML::ParserException& e) {
     if (e.mark.is_null()) return Error(Cat("YAML syntax error: ", Escape(e.msg)));
     return Error(Cat("YAML syntax error at line ", e.mark.line + 1, ", column ",

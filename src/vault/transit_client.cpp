@@ -1,5 +1,7 @@
 #include "vault/transit_client.h"
 
+#include <cstring>
+
 #include "common/base64.h"
 #include "common/status.h"
 #include "vault/ciphertext.h"
@@ -54,6 +56,18 @@ absl::StatusOr<SecretJson> DataObject(const SecretBuffer& body, const std::strin
   return std::move((*j)["data"]);
 }
 
+// Overwrites every copy of `secret` inside `body` with '*' (in place: no copy of the body is
+// made). Vault's error text can echo the request's token (a proxy's or a plugin's error page);
+// error messages are built from that text, so the token must be gone before they are.
+void ScrubInPlace(SecretBuffer& body, std::string_view secret) {
+  if (secret.size() < 4 || body.size() < secret.size()) return;
+  std::string_view v = body.view();
+  for (size_t at = v.find(secret); at != std::string_view::npos; at = v.find(secret, at + 1)) {
+    std::memset(body.data() + at, '*', secret.size());
+    v = body.view();
+  }
+}
+
 }  // namespace
 
 TransitClient::TransitClient(HttpTransport& http, TokenSource& tokens, std::string mount,
@@ -72,6 +86,7 @@ absl::StatusOr<HttpResponse> TransitClient::Call(HttpRequest::Method method,
     req.token = token;
     req.deadline = deadline;
     ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
+    if (resp.status != 200 && token) ScrubInPlace(resp.body, token->view());
     if (resp.status == 403 && attempt == 0) {
       // A bad or expired token: let the source re-read or log in, then try once more.
       tokens_.Invalidate(token);

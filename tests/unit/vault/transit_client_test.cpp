@@ -131,6 +131,27 @@ TEST_CASE("Encrypt: malformed answers from Vault are INTERNAL", "[transit][negat
   }
 }
 
+TEST_CASE("An error text that echoes the token never reaches the message (found by fuzzing)",
+          "[transit][negative]") {
+  // A proxy or a misbehaving server may quote the request's X-Vault-Token in its error text; the
+  // messages quote that text, so the token is overwritten in the answer before they are built.
+  for (long status : {400L, 403L, 404L, 429L, 500L, 502L, 503L}) {
+    INFO("HTTP " << status);
+    Fixture f;
+    const std::string body = json{{"errors", {std::string("bad token ") + kToken + " here",
+                                              std::string("again:") + kToken}}}.dump();
+    f.http.Respond(Method::kPost, kEncrypt, status, body);
+    f.http.Respond(Method::kPost, kDecrypt, status, body);
+    auto w = f.client.Encrypt(kPlain, 0, f.deadline);
+    REQUIRE_FALSE(w.ok());
+    CHECK_THAT(Msg(w.status()), Contains("bad token"));
+    ExpectNoSecrets(w.status());
+    auto u = f.client.Decrypt(Ct(1), f.deadline);
+    REQUIRE_FALSE(u.ok());
+    ExpectNoSecrets(u.status());
+  }
+}
+
 TEST_CASE("Encrypt accepts a ciphertext over 1024 bytes (v1beta1 plaintexts are larger)",
           "[transit]") {
   // The KMS v2 1024-byte cap is the v2 adapter's to enforce; the client allows v1beta1 sizes.
