@@ -36,6 +36,19 @@ absl::StatusOr<size_t> DecodeInto(std::string_view in, uint8_t* out) {
       return absl::InvalidArgumentError("base64: character outside the alphabet");
     }
   }
+  // Canonical only: the bits of the last character that fall past the data must be zero, so every
+  // accepted text decodes and re-encodes to itself (found by fuzzing: "...Aa=" was accepted).
+  if (pad > 0) {
+    const char last = in[in.size() - 1 - pad];
+    const int v = (last >= 'A' && last <= 'Z')   ? last - 'A'
+                  : (last >= 'a' && last <= 'z') ? last - 'a' + 26
+                  : (last >= '0' && last <= '9') ? last - '0' + 52
+                  : last == '+'                  ? 62
+                                                 : 63;
+    if ((v & (pad == 1 ? 0x3 : 0xf)) != 0) {
+      return absl::InvalidArgumentError("base64: not canonical (non-zero bits after the data)");
+    }
+  }
   const int n = EVP_DecodeBlock(out, reinterpret_cast<const unsigned char*>(in.data()),
                                 static_cast<int>(in.size()));
   if (n < 0) return absl::InvalidArgumentError("base64: malformed input");

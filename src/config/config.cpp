@@ -1186,6 +1186,43 @@ class DocumentCounter final : public YAML::EventHandler {
   void OnMapEnd() override {}
 };
 
+// YAML text is UTF-8 (YAML 1.2, 5.2). yaml-cpp passes other bytes through, so a value with them
+// would not survive being written back (found by fuzzing); refuse the file instead, naming where.
+std::optional<size_t> FirstInvalidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t len = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (i + len > s.size()) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) return i;
+    i += len;
+  }
+  return std::nullopt;
+}
+
 size_t CountDocuments(const std::string& yaml_text, size_t cap) {
   std::istringstream in(yaml_text);
   YAML::Parser parser(in);
@@ -1199,6 +1236,9 @@ size_t CountDocuments(const std::string& yaml_text, size_t cap) {
 
 absl::StatusOr<Config> ParseConfig(const std::string& yaml_text) {
   // yaml-cpp reports everything by exception; none may leave this function.
+  if (const auto bad = FirstInvalidUtf8(yaml_text); bad) {
+    return Error(Cat("the file is not valid UTF-8 (byte ", *bad + 1, "); YAML text must be"));
+  }
   try {
     const size_t docs = CountDocuments(yaml_text, 2);
     if (docs > 1) return Error("the file holds more than one YAML document; one is expected");
