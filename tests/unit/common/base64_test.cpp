@@ -135,3 +135,22 @@ TEST_CASE("base64 length helpers", "[base64]") {
 
 }  // namespace
 }  // namespace trousseau::base64
+
+TEST_CASE("base64 refuses non-canonical text (non-zero bits after the data)", "[base64][negative]") {
+  // "AA==" and "AAA=" are canonical; changing the unused low bits of the last character is not.
+  CHECK(trousseau::base64::Decode("AA==").ok());
+  CHECK(trousseau::base64::Decode("AAA=").ok());
+  for (const char* bad : {"AB==", "AP==", "AAB=", "AAD=", "Aa=="}) {
+    INFO(bad);
+    auto r = trousseau::base64::Decode(bad);
+    REQUIRE_FALSE(r.ok());
+    CHECK(std::string(r.status().message()).find("not canonical") != std::string::npos);
+  }
+  // Every canonical encoding of 1..3 bytes still decodes to itself.
+  for (int b = 0; b < 256; ++b) {
+    const std::string one(1, static_cast<char>(b));
+    CHECK(trousseau::base64::Decode(trousseau::base64::Encode(one)).value() == one);
+    const std::string two = one + "\x5a";
+    CHECK(trousseau::base64::Decode(trousseau::base64::Encode(two)).value() == two);
+  }
+}

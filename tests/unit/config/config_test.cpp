@@ -972,5 +972,14 @@ TEST_CASE("ParseFineDuration adds microseconds to ParseDuration") {
   // Plain ParseDuration still refuses microseconds.
   CHECK_FALSE(ParseDuration("200us").ok());
 }
+
+TEST_CASE("a config that is not UTF-8 is refused, naming the byte (found by fuzzing)") {
+  const std::string bad = kMinimal + "log:\n  level: info\n# caf\xe9\n";
+  CHECK_THAT(ErrorOf(bad), Contains("not valid UTF-8"));
+  CHECK_THAT(ErrorOf(std::string("\xff") + kMinimal), Contains("byte 1"));
+  CHECK_THAT(ErrorOf(kMinimal + "# \xc0\xaf overlong\n"), Contains("not valid UTF-8"));
+  CHECK_THAT(ErrorOf(kMinimal + "# \xed\xa0\x80 surrogate\n"), Contains("not valid UTF-8"));
+  CHECK(MustParse(kMinimal + "# caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91\n").vault.addresses.size() >= 1);
+}
 }  // namespace
 }  // namespace trousseau::config
