@@ -58,7 +58,11 @@ void CheckCiphertext(std::string_view ct, size_t max_bytes) {
     FUZZ_CHECK(v.status().code() == absl::StatusCode::kInvalidArgument, "not INVALID_ARGUMENT");
     FUZZ_CHECK(fuzz::Msg(v.status()).find("ciphertext") != std::string_view::npos,
                "message does not name the ciphertext");
-    FUZZ_CHECK(!fuzz::Leaks(fuzz::Msg(v.status()), ct, 16), "message echoes the ciphertext");
+    // No "the message echoes the ciphertext" check: the fuzzer learns our message text and
+    // embeds it in the input (CI seed 1 did: 'ault Transit ciphertext (expected prefix "vault'),
+    // so a shared 16-byte window proves nothing. The messages here are fixed strings; what the
+    // check protected (no raw control bytes, one line, bounded) is CheckErrorMessage above, and
+    // a ciphertext is not a secret.
     return;
   }
   FUZZ_CHECK(*v >= 1 && *v <= 999999999, "version out of range");
