@@ -1,5 +1,6 @@
 #include "kms/services.h"
 
+#include <grpc/support/time.h>
 #include <grpcpp/grpcpp.h>
 
 #include <optional>
@@ -169,8 +170,14 @@ grpc::Status ToGrpc(const absl::Status& st) {
 Deadline CallDeadline(const grpc::ServerContext* ctx, std::chrono::milliseconds cap) {
   const auto now = std::chrono::steady_clock::now();
   Deadline d = now + cap;
-  const auto client = ctx->deadline();  // system_clock; "infinite" when unset
-  const auto left = client - std::chrono::system_clock::now();
+  // The caller's deadline on the monotonic clock: ServerContext::deadline() converts to the wall
+  // clock, so a wall-clock step during a call (NTP, a VM resume) made a live call look expired
+  // (test_faults_matrix's clock row saw DEADLINE_EXCEEDED "before the Vault call").
+  gpr_timespec raw = ctx->raw_deadline();
+  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) return d;  // no deadline set
+  raw = gpr_convert_clock_type(raw, GPR_CLOCK_MONOTONIC);
+  const gpr_timespec left_ts = gpr_time_sub(raw, gpr_now(GPR_CLOCK_MONOTONIC));
+  const auto left = std::chrono::seconds(left_ts.tv_sec) + std::chrono::nanoseconds(left_ts.tv_nsec);
   if (left < cap) d = now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
   return d;
 }

