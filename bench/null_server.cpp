@@ -15,7 +15,6 @@
 // `null` and the real plugin is the cost of talking to Vault (TLS, HTTP, JSON) plus the plugin's
 // Vault client. Stops on SIGTERM/SIGINT.
 #include <grpcpp/grpcpp.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,6 +27,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/base64.h"
 #include "envelope/key_service.h"
 #include "kms/server_tuning.h"
 #include "kms/services.h"
@@ -39,32 +39,11 @@ namespace {
 constexpr std::string_view kPrefix = "vault:v1:";
 constexpr const char* kKeyId = "null/transit/kubernetes:v1";
 
-std::string B64Encode(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
-std::optional<std::string> B64Decode(std::string_view in) {
-  if (in.size() % 4 != 0) return std::nullopt;
-  std::string out(3 * (in.size() / 4) + 1, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  if (n < 0) return std::nullopt;
-  size_t len = static_cast<size_t>(n);
-  if (!in.empty() && in.back() == '=') --len;
-  if (in.size() > 1 && in[in.size() - 2] == '=') --len;
-  out.resize(len);
-  return out;
-}
-
 std::optional<std::string> Unwrap(std::string_view ciphertext) {
   if (ciphertext.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
-  return B64Decode(ciphertext.substr(kPrefix.size()));
+  auto raw = trousseau::base64::Decode(ciphertext.substr(kPrefix.size()));
+  if (!raw.ok()) return std::nullopt;
+  return std::move(*raw);
 }
 
 // A KeyService that answers at once (no Vault). Input checks are the real ones.
@@ -74,7 +53,7 @@ class NullKeyService final : public trousseau::envelope::KeyService {
                                                              trousseau::Deadline) override {
     if (auto st = trousseau::envelope::CheckPlaintext(plaintext); !st.ok()) return st;
     trousseau::envelope::EncryptResult r;
-    r.ciphertext = std::string(kPrefix) + B64Encode(plaintext);
+    r.ciphertext = std::string(kPrefix) + trousseau::base64::Encode(plaintext);
     r.key_id = kKeyId;
     r.node = "null";
     return r;
@@ -108,7 +87,7 @@ class EchoV2 final : public ::v2::KeyManagementService::Service {
   }
   grpc::Status Encrypt(grpc::ServerContext*, const ::v2::EncryptRequest* req,
                        ::v2::EncryptResponse* resp) override {
-    resp->set_ciphertext(std::string(kPrefix) + B64Encode(req->plaintext()));
+    resp->set_ciphertext(std::string(kPrefix) + trousseau::base64::Encode(req->plaintext()));
     resp->set_key_id(kKeyId);
     return grpc::Status::OK;
   }
