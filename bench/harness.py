@@ -108,6 +108,53 @@ def prom_sum(text: str, name: str) -> float:
     return total
 
 
+# ---------------------------------------------------------------------------- plugin startup
+# Shared with bench/wipe_cmp.py.
+def make_run_dir(path: str) -> None:
+    """The socket directory: the plugin drops to 65532 and creates its socket there."""
+    os.makedirs(path, mode=0o755)
+    if os.geteuid() == 0:
+        os.chown(path, PLUGIN_UID, PLUGIN_GID)
+
+
+def new_openbao(work_dir: str, cls: type[OpenBao] = OpenBao) -> OpenBao:
+    """An OpenBao (itlib: mTLS listener, transit key, a token with the plugin's policy) with fresh
+    PKI under work_dir, the client key readable by the plugin's uid. Not started: keep it where
+    the teardown finds it, then call setup()."""
+    pki = make_pki(os.path.join(work_dir, "pki"), key_owner=(PLUGIN_UID, PLUGIN_GID))
+    return cls(work_dir, pki)
+
+
+def plugin_config(bao: OpenBao, sock: str) -> dict:
+    """A plugin config serving on `sock` against `bao` with its mTLS files and token."""
+    pki = bao.pki
+    # No status.refresh_period: the binary's default is what is measured (idle requests).
+    return {
+        "socket": {"path": sock},
+        "vault": {
+            "addresses": [bao.addr],
+            "transit": {"mount": bao.mount, "key": bao.key},
+            "tls": {"ca_file": pki.ca_file, "client_cert_file": pki.client_cert_file,
+                    "client_key_file": pki.client_key_file},
+            "auth": {"method": "token", "token_file": bao.token_file},
+        },
+        # The bench measures cost, not shedding: c=256 round trips must not be refused.
+        "limits": {"max_in_flight": {"encrypt": 1024, "decrypt": 1024}},
+        "log": {"level": "info"},
+        "seccomp": {"mode": os.environ.get("TROUSSEAU_SECCOMP", "enforce")},
+    }
+
+
+def start_plugin(p: Plugin, ready_s: float = 20.0, healthz_s: float = 15.0) -> None:
+    """Spawns p and waits until it serves on its config's socket with healthz ok; then closes the
+    harness's own gRPC channel (not part of the load). Raises PluginError if it does not come up;
+    keep p where the teardown finds it before calling."""
+    p.spawn()
+    p.wait_ready(ready_s)
+    p.wait_healthz(lambda r: r.healthz == "ok", healthz_s, "healthz ok")
+    p.close_channel()
+
+
 # ---------------------------------------------------------------------------- the Go peer
 def resolve_peer(args) -> tuple[str | None, str]:
     """(binary, note): the peer's binary, or None and why it is missing."""
@@ -221,22 +268,7 @@ class Bench:
 
     # ------------------------------------------------------------------ setup
     def base_config(self, sock: str) -> dict:
-        pki = self.bao.pki
-        # No status.refresh_period: the binary's default is what is measured (idle requests).
-        return {
-            "socket": {"path": sock},
-            "vault": {
-                "addresses": [self.bao.addr],
-                "transit": {"mount": self.bao.mount, "key": self.bao.key},
-                "tls": {"ca_file": pki.ca_file, "client_cert_file": pki.client_cert_file,
-                        "client_key_file": pki.client_key_file},
-                "auth": {"method": "token", "token_file": self.bao.token_file},
-            },
-            # The bench measures cost, not shedding: c=256 round trips must not be refused.
-            "limits": {"max_in_flight": {"encrypt": 1024, "decrypt": 1024}},
-            "log": {"level": "info"},
-            "seccomp": {"mode": os.environ.get("TROUSSEAU_SECCOMP", "enforce")},
-        }
+        return plugin_config(self.bao, sock)
 
     def config_refusal(self, binary: str, name: str, cfg: dict) -> str:
         """"" if `trousseau check-config` accepts cfg, else its first lines."""
@@ -267,19 +299,15 @@ class Bench:
         c = Contender(name, "trousseau", sock)
         c.note = note
         c.plugin = Plugin(binary, self.dir, name.replace("+", "-").replace(":", "-"), cfg, v2, v1)
-        c.plugin.socket_path = sock
         self.contenders.append(c)  # before spawning: stop() must find it
         try:
-            c.plugin.spawn()
-            c.plugin.wait_ready(20.0)
-            c.plugin.wait_healthz(lambda r: r.healthz == "ok", 15.0, "healthz ok")
+            start_plugin(c.plugin)
         except PluginError as e:
             self.contenders.remove(c)
             c.stop()
             self.missing[name] = f"did not start: {str(e)[:400]}"
             log(f"{name}: {self.missing[name]}")
             return None
-        c.plugin.close_channel()
         c.metrics_url = f"http://127.0.0.1:{c.plugin.http_port}/metrics"
         log(f"{name} pid {c.pid} on {sock} ({binary}) {note}")
         return c
@@ -320,12 +348,10 @@ class Bench:
         return c
 
     def start(self) -> None:
-        os.makedirs(self.run_dir, mode=0o755)
-        if os.geteuid() == 0:
-            os.chown(self.run_dir, PLUGIN_UID, PLUGIN_GID)
-        pki = make_pki(os.path.join(self.dir, "pki"), key_owner=(PLUGIN_UID, PLUGIN_GID))
-        self.bao = TelemetryOpenBao(self.dir, pki)
+        make_run_dir(self.run_dir)
+        self.bao = new_openbao(self.dir, TelemetryOpenBao)
         self.bao.setup()
+        pki = self.bao.pki
         a, b = self.bao.handled_requests(), self.bao.handled_requests()
         self.scrape_cost = b - a  # requests a scrape itself adds to the count (0 or 1)
         log(f"OpenBao pid {self.bao.proc.pid} ready at {self.bao.addr} (mTLS, telemetry on)")

@@ -29,7 +29,6 @@
 // counted, the first error is printed, and the exit code is 1 (a run with errors is no baseline).
 #include <curl/curl.h>
 #include <grpcpp/grpcpp.h>
-#include <openssl/evp.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -46,13 +45,13 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
+#include "common/base64.h"
 #include "kms_v2.grpc.pb.h"
 
 namespace {
@@ -197,31 +196,6 @@ Options ParseArgs(int argc, char** argv) {
     if (o.key_name.empty()) Usage("vault mode needs --key-name");
   }
   return o;
-}
-
-// ---------------------------------------------------------------- base64 (OpenSSL)
-std::string B64Encode(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
-std::optional<std::string> B64Decode(std::string_view in) {
-  if (in.size() % 4 != 0) return std::nullopt;
-  std::string out(3 * (in.size() / 4) + 1, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  if (n < 0) return std::nullopt;
-  size_t len = static_cast<size_t>(n);
-  // EVP_DecodeBlock counts the bytes that padding stands for.
-  if (!in.empty() && in.back() == '=') --len;
-  if (in.size() > 1 && in[in.size() - 2] == '=') --len;
-  out.resize(len);
-  return out;
 }
 
 // ---------------------------------------------------------------- one worker's client
@@ -437,8 +411,8 @@ class VaultClient final : public Client {
     const json& data = j["data"];
     if (decrypt) {
       if (!data.contains("plaintext") || !data["plaintext"].is_string()) return "no data.plaintext";
-      const auto pt = B64Decode(data["plaintext"].get<std::string>());
-      if (!pt || *pt != kPlaintext) return "decrypt returned a different plaintext";
+      const auto pt = trousseau::base64::Decode(data["plaintext"].get<std::string>());
+      if (!pt.ok() || *pt != kPlaintext) return "decrypt returned a different plaintext";
       return "";
     }
     if (!data.contains("ciphertext") || !data["ciphertext"].is_string() ||
@@ -500,7 +474,7 @@ std::string SetupVault(const Options& o, VaultShared& s) {
   s.encrypt_url = base + "/v1/" + o.mount + "/encrypt/" + o.key_name;
   s.decrypt_url = base + "/v1/" + o.mount + "/decrypt/" + o.key_name;
   s.token_header = "X-Vault-Token: " + token;
-  s.encrypt_body = json{{"plaintext", B64Encode(kPlaintext)}}.dump();
+  s.encrypt_body = json{{"plaintext", trousseau::base64::Encode(kPlaintext)}}.dump();
   if (o.op == "decrypt") {  // (roundtrip makes its own)
     // One encrypt (untimed) for a ciphertext to decrypt.
     VaultClient c(o, s, /*decrypt=*/false);
@@ -626,9 +600,9 @@ int BurstPrepare(const Options& o) {
           continue;
         }
         json ann = json::object();
-        for (const auto& [k, v] : resp.annotations()) ann[k] = B64Encode(v);
+        for (const auto& [k, v] : resp.annotations()) ann[k] = trousseau::base64::Encode(v);
         lines[static_cast<size_t>(i)] = json{{"i", i},
-                                             {"ciphertext", B64Encode(resp.ciphertext())},
+                                             {"ciphertext", trousseau::base64::Encode(resp.ciphertext())},
                                              {"key_id", resp.key_id()},
                                              {"annotations", ann}}.dump();
       }
@@ -673,8 +647,8 @@ Result RunBurst(const Options& o, std::string* err) {
       return r;
     }
     v2::DecryptRequest req;
-    auto ct = B64Decode(j["ciphertext"].get<std::string>());
-    if (!ct) {
+    auto ct = trousseau::base64::Decode(j["ciphertext"].get<std::string>());
+    if (!ct.ok()) {
       *err = "bad ciphertext base64 in " + o.burst_file;
       return r;
     }
@@ -682,8 +656,8 @@ Result RunBurst(const Options& o, std::string* err) {
     req.set_key_id(j["key_id"].get<std::string>());
     req.set_uid("trousseau-bench-burst");
     for (const auto& [k, v] : j["annotations"].items()) {
-      auto val = B64Decode(v.get<std::string>());
-      if (!val) {
+      auto val = trousseau::base64::Decode(v.get<std::string>());
+      if (!val.ok()) {
         *err = "bad annotation base64 in " + o.burst_file;
         return r;
       }

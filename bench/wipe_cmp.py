@@ -36,48 +36,18 @@ import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from itlib import stubs  # noqa: E402
-from itlib.openbao import PLUGIN_GID, PLUGIN_UID, OpenBao  # noqa: E402
-from itlib.pki import make_pki  # noqa: E402
-from itlib.plugin import Plugin, merge  # noqa: E402
+from itlib.plugin import DELETE, Plugin, merge  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Plugin startup and the /proc samplers are harness.py's.
+from harness import (cpu_seconds, log, make_run_dir, new_openbao, plugin_config,  # noqa: E402
+                     proc_status, tcp_active_opens)
+from harness import start_plugin as spawn_and_wait  # noqa: E402
+
 BUDGET_S = 150.0          # stop starting new runs after this (main table); bench/run kills at 230 s
 CMP_BUDGET_S = 205.0      # stop starting new wipe-on/off rounds after this
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM (and VmSize) in KiB from /proc/<pid>/status."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "VmSize", "Threads"):
-                out[k] = int(v.split()[0])
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # after "pid (comm)": state is fields[0]; utime and stime are stat fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def tcp_active_opens() -> int:
-    """Outgoing TCP connections opened so far in this network namespace (/proc/net/snmp Tcp:
-    ActiveOpens). bench/run gives the benchmark a namespace of its own (BENCH_NETNS=own), so the
-    delta over a run is exactly the connections made to OpenBao, warm-up included; in the shared
-    namespace anything else on the machine is counted too."""
-    with open("/proc/net/snmp") as f:
-        rows = [line.split() for line in f if line.startswith("Tcp:")]
-    return int(rows[1][rows[0].index("ActiveOpens")])
 
 
 def mib(kib: int) -> str:
@@ -121,34 +91,18 @@ class Bench:
     # ------------------------------------------------------------------ setup
     def start(self) -> None:
         run = os.path.join(self.dir, "run")
-        os.makedirs(run, mode=0o755)
-        if os.geteuid() == 0:
-            os.chown(run, PLUGIN_UID, PLUGIN_GID)  # the plugin drops to 65532 and creates its socket here
-        pki = make_pki(os.path.join(self.dir, "pki"), key_owner=(PLUGIN_UID, PLUGIN_GID))
-        self.bao = OpenBao(self.dir, pki)
+        make_run_dir(run)
+        self.bao = new_openbao(self.dir)
         self.bao.setup()
         log(f"OpenBao ready at {self.bao.addr} (mTLS) in {self.bao.timings.get('ready', 0):.1f} s")
         v2, v1 = stubs.generate(os.path.join(self.dir, "stubs"))
-        sock = os.path.join(run, "kms.sock")
-        # The integration suite's default config, with production-like logging and refresh period:
-        # debug logging and a 1 s health refresh would be extra work the plugin does not do in use.
-        cfg = {
-            "socket": {"path": sock},
-            "vault": {
-                "addresses": [self.bao.addr],
-                "transit": {"mount": self.bao.mount, "key": self.bao.key},
-                "tls": {
-                    "ca_file": pki.ca_file,
-                    "client_cert_file": pki.client_cert_file,
-                    "client_key_file": pki.client_key_file,
-                },
-                "auth": {"method": "token", "token_file": self.bao.token_file},
-                "timeouts": {"connect": "2s", "request": "5s"},
-            },
+        # harness.py's config with production-like refresh period and timeouts, and no `limits:`
+        # (this comparison runs at most c=16).
+        cfg = merge(plugin_config(self.bao, os.path.join(run, "kms.sock")), {
+            "vault": {"timeouts": {"connect": "2s", "request": "5s"}},
             "status": {"refresh_period": "15s", "stale_after": "45s"},
-            "log": {"level": "info"},
-            "seccomp": {"mode": os.environ.get("TROUSSEAU_SECCOMP", "enforce")},
-        }
+            "limits": DELETE,
+        })
         self.start_plugin("plugin", "plugin", cfg, v2, v1)
         if self.args.wipe_cmp:
             # Same OpenBao, same token file, same everything but the hygiene switch and the socket.
@@ -159,11 +113,7 @@ class Bench:
     def start_plugin(self, attr: str, name: str, cfg: dict, v2, v1) -> None:
         p = Plugin(self.args.plugin_bin, self.dir, name, cfg, v2, v1)
         setattr(self, attr, p)  # before spawning: stop() must find it if it fails to come up
-        p.socket_path = cfg["socket"]["path"]
-        p.spawn()
-        p.wait_ready(15.0)
-        p.wait_healthz(lambda r: r.healthz == "ok", 10.0, "healthz ok")
-        p.close_channel()  # the harness's own gRPC channel is not part of the load
+        spawn_and_wait(p)
         hyg = cfg.get("hygiene", {}).get("wipe_freed_memory", True)
         log(f"{name} pid {p.proc.pid} serving on {p.socket_path} "
             f"(hygiene.wipe_freed_memory: {str(hyg).lower()})")

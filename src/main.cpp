@@ -24,6 +24,7 @@
 #include "envelope/key_service.h"
 #include "hardening/privileges.h"
 #include "hardening/seccomp.h"
+#include "hardening/secret_buffer.h"
 #include "hardening/wipe_on_free.h"
 #include "kms/server_tuning.h"
 #include "kms/services.h"
@@ -453,17 +454,38 @@ int Serve(const std::string& config_path, bool check_only) {
   return kExitOk;
 }
 
+// main's copies of argv can hold a secret typed by mistake: a plaintext given to `trousseau
+// encrypt` as an argument is refused (exit 2), but it was copied first. They are wiped when main
+// returns (a short string's inline buffer too), not merely freed: wipe on free is an executable
+// default that `serve` may turn off and sanitizer builds lack. No flag takes a secret by design
+// (tokens, secret_ids and keys come from files; plaintexts from stdin or --input); argv itself
+// (/proc/<pid>/cmdline) is the caller's and is left alone.
+struct WipeArgvCopies {
+  std::string& cmd;
+  std::vector<std::string>& args;
+  ~WipeArgvCopies() {
+    Wipe(cmd);
+    for (auto& a : args) Wipe(a);
+  }
+  static void Wipe(std::string& s) {
+    s.resize(s.capacity());
+    SecureWipe(s.data(), s.size());
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   // Before any thread exists (docs/performance.md).
   trousseau::kms::TuneProcess();
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-    PrintUsage(args.empty() ? stderr : stdout);
-    return args.empty() ? kExitUsage : kExitOk;
+  // main's only copies of argv: the command and its arguments (passed on by reference).
+  std::string cmd = argc > 1 ? argv[1] : "";
+  std::vector<std::string> args(argv + std::min(argc, 2), argv + argc);
+  const WipeArgvCopies wipe_argv_copies{cmd, args};
+  if (argc < 2 || cmd == "-h" || cmd == "--help" || cmd == "help") {
+    PrintUsage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? kExitUsage : kExitOk;
   }
-  const std::string cmd = args[0];
   if (cmd == "version" || cmd == "--version") return Version();
   if (cmd == "seccomp-rules") {
     for (const auto& r : hardening::SeccompAllowlist()) {
@@ -471,18 +493,18 @@ int main(int argc, char** argv) {
     }
     return kExitOk;
   }
-  if (cmd == "doctor") return cli::doctor::Main(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (cmd == "doctor") return cli::doctor::Main(args);
   if (cmd == "seccomp-profile") {
     std::fputs(hardening::RuntimeProfileJson().c_str(), stdout);
     return kExitOk;
   }
-  if (cmd == "status") return cli::StatusCommand({args.begin() + 1, args.end()});
-  if (cmd == "encrypt") return cli::EncryptCommand({args.begin() + 1, args.end()});
-  if (cmd == "decrypt") return cli::DecryptCommand({args.begin() + 1, args.end()});
-  if (cmd == "audit") return cli::AuditCommand({args.begin() + 1, args.end()});
+  if (cmd == "status") return cli::StatusCommand(args);
+  if (cmd == "encrypt") return cli::EncryptCommand(args);
+  if (cmd == "decrypt") return cli::DecryptCommand(args);
+  if (cmd == "audit") return cli::AuditCommand(args);
   if (cmd == "serve" || cmd == "check-config") {
     std::string config_path;
-    for (size_t i = 1; i < args.size(); ++i) {
+    for (size_t i = 0; i < args.size(); ++i) {
       if (args[i] == "--config" && i + 1 < args.size()) {
         config_path = args[++i];
       } else if (args[i].rfind("--config=", 0) == 0) {

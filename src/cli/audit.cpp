@@ -98,7 +98,7 @@ void ReadLines(FILE* f, const std::string& name, audit::Reader& reader) {
 
 }  // namespace
 
-int AuditCommand(std::vector<std::string> args) {
+int AuditCommand(const std::vector<std::string>& args) {
   const std::string cmd = "audit";
   auto flags = Flags::Parse(cmd, args,
                             {{"since", true}, {"until", true}, {"output", true}, {"burst", true},

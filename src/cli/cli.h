@@ -13,10 +13,10 @@ inline constexpr int kExitFailed = 1;  // the check failed, the plugin is unheal
                                        // or a call returned an error
 inline constexpr int kExitUsage = 2;   // bad flags or bad input; nothing was called
 
-int StatusCommand(std::vector<std::string> args);   // status.cpp
-int EncryptCommand(std::vector<std::string> args);  // encrypt.cpp
-int DecryptCommand(std::vector<std::string> args);  // decrypt.cpp
-int AuditCommand(std::vector<std::string> args);    // audit.cpp
+int StatusCommand(const std::vector<std::string>& args);   // status.cpp
+int EncryptCommand(const std::vector<std::string>& args);  // encrypt.cpp
+int DecryptCommand(const std::vector<std::string>& args);  // decrypt.cpp
+int AuditCommand(const std::vector<std::string>& args);    // audit.cpp
 
 // One line per command for the top-level usage.
 struct CommandSummary {

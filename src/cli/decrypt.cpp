@@ -107,7 +107,7 @@ absl::StatusOr<Input> ParseInput(std::string_view text, std::string mode) {
 
 }  // namespace
 
-int DecryptCommand(std::vector<std::string> args) {
+int DecryptCommand(const std::vector<std::string>& args) {
   const std::string cmd = "decrypt";
   auto flags = Flags::Parse(cmd, args,
                             {{"socket", true}, {"api", true}, {"key-id", true}, {"uid", true},

@@ -48,7 +48,7 @@ constexpr const char* kHelp =
 
 }  // namespace
 
-int EncryptCommand(std::vector<std::string> args) {
+int EncryptCommand(const std::vector<std::string>& args) {
   const std::string cmd = "encrypt";
   auto flags = Flags::Parse(cmd, args,
                             {{"socket", true}, {"api", true}, {"uid", true}, {"output", true},

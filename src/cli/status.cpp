@@ -49,7 +49,7 @@ grpc::Status TimedCall(std::chrono::milliseconds timeout, nlohmann::ordered_json
 
 }  // namespace
 
-int StatusCommand(std::vector<std::string> args) {
+int StatusCommand(const std::vector<std::string>& args) {
   const std::string cmd = "status";
   auto flags = Flags::Parse(cmd, args, {{"socket", true}, {"timeout", true}, {"output", true}});
   if (!flags.ok()) return UsageError(cmd, std::string(flags.status().message()));

@@ -119,125 +119,106 @@ absl::StatusOr<SecretJson> BatchResults(const SecretBuffer& body, size_t n, cons
 
 }  // namespace
 
-absl::StatusOr<std::vector<absl::StatusOr<Wrapped>>> TransitClient::EncryptBatch(
-    const std::vector<EncryptItem>& items, Deadline deadline) {
-  if (items.empty()) return std::vector<absl::StatusOr<Wrapped>>{};
+// The skeleton both batch calls share: one batch_input item per element of `items` (its fields
+// set by `fill(item, obj)`, the reference added here), posted to transit/<op>; whole-call
+// failures mapped; the answer checked (count, references); then per item either Vault's own
+// error mapped to a code, or `read(result, where)` stamped with the node and request_id.
+template <typename Out, typename Item, typename Fill, typename Read>
+absl::StatusOr<std::vector<absl::StatusOr<Out>>> TransitClient::PostBatch(
+    std::string_view op, const std::vector<Item>& items, Fill fill, Read read, Deadline deadline) {
+  if (items.empty()) return std::vector<absl::StatusOr<Out>>{};
   SecretBuffer body;
   {
     SecretJson req = SecretJson::object();
     SecretJson list = SecretJson::array();
     for (size_t i = 0; i < items.size(); ++i) {
       SecretJson item = SecretJson::object();
-      item["plaintext"] = Base64Of(items[i].plaintext);
-      if (items[i].key_version > 0) item["key_version"] = items[i].key_version;
-      if (!items[i].associated_data.empty()) {
-        item["associated_data"] = Base64Of(items[i].associated_data);
-      }
+      fill(items[i], item);
       item["reference"] = WipingString(std::to_string(i).c_str());
       list.push_back(std::move(item));
     }
     req["batch_input"] = std::move(list);
     body = DumpSecret(req);
   }
-  ASSIGN_OR_RETURN(HttpResponse resp, Call(HttpRequest::Method::kPost,
-                                           "/v1/" + mount_ + "/encrypt/" + key_, &body, deadline));
+  const std::string path = "/v1/" + mount_ + "/" + std::string(op) + "/" + key_;
+  ASSIGN_OR_RETURN(HttpResponse resp, Call(HttpRequest::Method::kPost, path, &body, deadline));
   body.clear();
-  const std::string where = "vault " + resp.node + ": transit encrypt on " + mount_ + "/" + key_ + ": ";
-  if (resp.status != 200 && resp.status != 400) return MapHttpError(resp, "encrypt");
+  const std::string where =
+      "vault " + resp.node + ": transit " + std::string(op) + " on " + mount_ + "/" + key_ + ": ";
+  if (resp.status != 200 && resp.status != 400) return MapHttpError(resp, op);
   std::string request_id;
   auto results = BatchResults(resp.body, items.size(), where, &request_id);
   if (!results.ok()) {
     // A 400 that refused the whole batch: report Vault's own words.
-    if (resp.status == 400) return MapHttpError(resp, "encrypt");
+    if (resp.status == 400) return MapHttpError(resp, op);
     return results.status();
   }
-  std::vector<absl::StatusOr<Wrapped>> out;
+  resp.body.clear();
+  std::vector<absl::StatusOr<Out>> out;
   out.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     const SecretJson& r = (*results)[i];
     if (std::string err = ErrorOf(r); !err.empty()) {
-      out.emplace_back(ItemError("encrypt", where, err));
+      out.emplace_back(ItemError(op, where, err));
       continue;
     }
-    const WipingString* ctp = StringField(r, "ciphertext");
-    if (ctp == nullptr) {
-      out.emplace_back(absl::InternalError(where + "malformed response: a batch result has no ciphertext"));
-      continue;
+    absl::StatusOr<Out> one = read(r, where);
+    if (one.ok()) {
+      one->node = resp.node;
+      one->request_id = request_id;
     }
-    const WipingString& ct = *ctp;
-    Wrapped w;
-    w.ciphertext.assign(ct.data(), ct.size());
-    auto version = ParseCiphertextVersion(w.ciphertext, kMaxV1CiphertextBytes);
-    if (!version.ok()) {
-      out.emplace_back(absl::InternalError(where + "Vault returned an unusable ciphertext: " +
-                                           std::string(version.status().message())));
-      continue;
-    }
-    w.version = *version;
-    w.node = resp.node;
-    w.request_id = request_id;
-    out.emplace_back(std::move(w));
+    out.push_back(std::move(one));
   }
   return out;
 }
 
+absl::StatusOr<std::vector<absl::StatusOr<Wrapped>>> TransitClient::EncryptBatch(
+    const std::vector<EncryptItem>& items, Deadline deadline) {
+  auto fill = [](const EncryptItem& in, SecretJson& item) {
+    item["plaintext"] = Base64Of(in.plaintext);
+    if (in.key_version > 0) item["key_version"] = in.key_version;
+    if (!in.associated_data.empty()) item["associated_data"] = Base64Of(in.associated_data);
+  };
+  auto read = [](const SecretJson& r, const std::string& where) -> absl::StatusOr<Wrapped> {
+    const WipingString* ctp = StringField(r, "ciphertext");
+    if (ctp == nullptr) {
+      return absl::InternalError(where + "malformed response: a batch result has no ciphertext");
+    }
+    Wrapped w;
+    w.ciphertext.assign(ctp->data(), ctp->size());
+    auto version = ParseCiphertextVersion(w.ciphertext, kMaxV1CiphertextBytes);
+    if (!version.ok()) {
+      return absl::InternalError(where + "Vault returned an unusable ciphertext: " +
+                                 std::string(version.status().message()));
+    }
+    w.version = *version;
+    return w;
+  };
+  return PostBatch<Wrapped>("encrypt", items, fill, read, deadline);
+}
+
 absl::StatusOr<std::vector<absl::StatusOr<Unwrapped>>> TransitClient::DecryptBatch(
     const std::vector<DecryptItem>& items, Deadline deadline) {
-  if (items.empty()) return std::vector<absl::StatusOr<Unwrapped>>{};
-  SecretBuffer body;
-  {
-    SecretJson req = SecretJson::object();
-    SecretJson list = SecretJson::array();
-    for (size_t i = 0; i < items.size(); ++i) {
-      SecretJson item = SecretJson::object();
-      item["ciphertext"] = WipingString(items[i].ciphertext.data(), items[i].ciphertext.size());
-      if (!items[i].associated_data.empty()) {
-        item["associated_data"] = Base64Of(items[i].associated_data);
-      }
-      item["reference"] = WipingString(std::to_string(i).c_str());
-      list.push_back(std::move(item));
-    }
-    req["batch_input"] = std::move(list);
-    body = DumpSecret(req);
-  }
-  ASSIGN_OR_RETURN(HttpResponse resp, Call(HttpRequest::Method::kPost,
-                                           "/v1/" + mount_ + "/decrypt/" + key_, &body, deadline));
-  const std::string where = "vault " + resp.node + ": transit decrypt on " + mount_ + "/" + key_ + ": ";
-  if (resp.status != 200 && resp.status != 400) return MapHttpError(resp, "decrypt");
-  std::string request_id;
-  auto results = BatchResults(resp.body, items.size(), where, &request_id);
-  if (!results.ok()) {
-    if (resp.status == 400) return MapHttpError(resp, "decrypt");
-    return results.status();
-  }
-  resp.body.clear();
-  std::vector<absl::StatusOr<Unwrapped>> out;
-  out.reserve(items.size());
-  for (size_t i = 0; i < items.size(); ++i) {
-    const SecretJson& r = (*results)[i];
-    if (std::string err = ErrorOf(r); !err.empty()) {
-      out.emplace_back(ItemError("decrypt", where, err));
-      continue;
-    }
+  auto fill = [](const DecryptItem& in, SecretJson& item) {
+    item["ciphertext"] = WipingString(in.ciphertext.data(), in.ciphertext.size());
+    if (!in.associated_data.empty()) item["associated_data"] = Base64Of(in.associated_data);
+  };
+  auto read = [](const SecretJson& r, const std::string& where) -> absl::StatusOr<Unwrapped> {
     const WipingString* b64p = StringField(r, "plaintext");
     if (b64p == nullptr) {
-      out.emplace_back(absl::InternalError(where + "malformed response: a batch result has no plaintext"));
-      continue;
+      return absl::InternalError(where + "malformed response: a batch result has no plaintext");
     }
     const WipingString& b64 = *b64p;
     Unwrapped u;
     u.plaintext.resize(base64::MaxDecodedLength(b64.size()));
     auto n = base64::DecodeInto(std::string_view(b64.data(), b64.size()), u.plaintext.data());
     if (!n.ok()) {
-      out.emplace_back(absl::InternalError(where + "malformed response: a batch plaintext is not base64"));
-      continue;
+      return absl::InternalError(where + "malformed response: a batch plaintext is not base64");
     }
     u.plaintext.resize(*n);
-    u.node = resp.node;
-    u.request_id = request_id;
-    out.emplace_back(std::move(u));
-  }
-  return out;
+    return u;
+  };
+  return PostBatch<Unwrapped>("decrypt", items, fill, read, deadline);
 }
 
 }  // namespace trousseau::vault

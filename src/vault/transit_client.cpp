@@ -133,6 +133,10 @@ absl::Status TransitClient::MapHttpError(const HttpResponse& resp, std::string_v
   if (s == 500 && errors.find("active cluster node not found") != std::string::npos) {
     return absl::UnavailableError(where + "no active node (cluster election in progress)" + said);
   }
+  // A failure inside Vault (storage backend, barrier, a crashed plugin): Vault's own, not ours,
+  // and the transport already treats it as transient (next node, retried until the deadline).
+  // INTERNAL is kept for answers the plugin cannot use, i.e. for bugs on either side.
+  if (s == 500) return absl::UnavailableError(where + "Vault internal error (500)" + said);
   return absl::InternalError(where + "unexpected HTTP " + std::to_string(s) + said);
 }
 

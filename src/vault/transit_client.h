@@ -83,6 +83,11 @@ class TransitClient {
   absl::StatusOr<HttpResponse> Call(HttpRequest::Method method, const std::string& path,
                                     const SecretBuffer* body, Deadline deadline);
   absl::Status MapHttpError(const HttpResponse& resp, std::string_view op) const;
+  // The part EncryptBatch and DecryptBatch share (defined and used only in transit_batch.cpp).
+  template <typename Out, typename Item, typename Fill, typename Read>
+  absl::StatusOr<std::vector<absl::StatusOr<Out>>> PostBatch(std::string_view op,
+                                                             const std::vector<Item>& items,
+                                                             Fill fill, Read read, Deadline deadline);
 
   HttpTransport& http_;
   TokenSource& tokens_;

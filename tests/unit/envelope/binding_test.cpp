@@ -11,10 +11,8 @@
 #include "envelope/binding.h"
 #include "envelope/key_service.h"
 #include "envelope/rollback.h"
-#include "fakes/fake_clock.h"
-#include "fakes/fake_http_transport.h"
-#include "fakes/fake_token_source.h"
 #include "fakes/log_capture.h"
+#include "fakes/transit_key_service_fixture.h"
 
 namespace trousseau::envelope {
 namespace {
@@ -22,26 +20,20 @@ namespace {
 using namespace std::chrono_literals;
 using Catch::Contains;
 using Catch::StartsWith;
-using fakes::FakeClock;
-using fakes::FakeHttpTransport;
-using fakes::FakeTokenSource;
+using fakes::Ct;
+using fakes::EncryptBody;
+using fakes::kDecrypt;
+using fakes::kEncrypt;
+using fakes::kKeys;
 using fakes::Method;
 using nlohmann::json;
 
-const std::string kKeys = "/v1/transit/keys/kubernetes";
-const std::string kEncrypt = "/v1/transit/encrypt/kubernetes";
-const std::string kDecrypt = "/v1/transit/decrypt/kubernetes";
-
-std::string Ct(int version) {
-  return "vault:v" + std::to_string(version) + ":" + base64::Encode(std::string(60, 'c'));
-}
 std::string KeyBody(int latest, json created = json::object(), std::string type = "aes256-gcm96") {
   if (created.empty()) {
     for (int v = 1; v <= latest; ++v) created[std::to_string(v)] = 1700000000 + v;
   }
   return json{{"data", {{"latest_version", latest}, {"type", type}, {"keys", created}}}}.dump();
 }
-std::string EncryptBody(int version) { return json{{"data", {{"ciphertext", Ct(version)}}}}.dump(); }
 std::string DecryptBody() {
   return json{{"data", {{"plaintext", base64::Encode(std::string(32, 's'))}}}}.dump();
 }
@@ -55,14 +47,8 @@ TransitKeyServiceOptions Opts(std::string cluster = "", bool strict = false, boo
   return o;
 }
 
-struct Fixture {
-  explicit Fixture(TransitKeyServiceOptions o) : keys(transit, clock, std::move(o)) {}
-  FakeHttpTransport http;
-  FakeTokenSource tokens;
-  FakeClock clock;
-  vault::TransitClient transit{http, tokens, "transit", "kubernetes"};
-  TransitKeyService keys;
-  Deadline Soon() const { return clock.Now() + 5s; }
+struct Fixture : fakes::TransitKeyServiceFixture {
+  explicit Fixture(TransitKeyServiceOptions o) : TransitKeyServiceFixture(std::move(o)) {}
   json LastBody() const { return json::parse(http.last().body); }
 };
 

@@ -6,12 +6,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "common/base64.h"
 #include "envelope/key_service.h"
-#include "fakes/fake_clock.h"
-#include "fakes/fake_http_transport.h"
-#include "fakes/fake_token_source.h"
 #include "fakes/log_capture.h"
+#include "fakes/transit_key_service_fixture.h"
 
 namespace trousseau::envelope {
 namespace {
@@ -19,21 +16,15 @@ namespace {
 using namespace std::chrono_literals;
 using Catch::Contains;
 using Catch::StartsWith;
-using fakes::FakeClock;
-using fakes::FakeHttpTransport;
-using fakes::FakeTokenSource;
+using fakes::Ct;
+using fakes::EncryptBody;
+using fakes::kDecrypt;
+using fakes::kEncrypt;
+using fakes::kKeys;
 using fakes::Method;
 using nlohmann::json;
 
-const std::string kKeys = "/v1/transit/keys/kubernetes";
-const std::string kEncrypt = "/v1/transit/encrypt/kubernetes";
-const std::string kDecrypt = "/v1/transit/decrypt/kubernetes";
-
-std::string Ct(int version) {
-  return "vault:v" + std::to_string(version) + ":" + base64::Encode(std::string(60, 'c'));
-}
 std::string KeyBody(int latest) { return json{{"data", {{"latest_version", latest}}}}.dump(); }
-std::string EncryptBody(int version) { return json{{"data", {{"ciphertext", Ct(version)}}}}.dump(); }
 
 TransitKeyServiceOptions Opts(std::string ns = "") {
   TransitKeyServiceOptions o;
@@ -44,14 +35,8 @@ TransitKeyServiceOptions Opts(std::string ns = "") {
   return o;
 }
 
-struct Fixture {
-  explicit Fixture(TransitKeyServiceOptions o = Opts()) : keys(transit, clock, std::move(o)) {}
-  FakeHttpTransport http;
-  FakeTokenSource tokens;
-  FakeClock clock;
-  vault::TransitClient transit{http, tokens, "transit", "kubernetes"};
-  TransitKeyService keys;
-  Deadline Soon() const { return clock.Now() + 5s; }
+struct Fixture : fakes::TransitKeyServiceFixture {
+  explicit Fixture(TransitKeyServiceOptions o = Opts()) : TransitKeyServiceFixture(std::move(o)) {}
 };
 
 // ---- health ---------------------------------------------------------------------------------

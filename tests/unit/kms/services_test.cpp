@@ -151,7 +151,7 @@ TEST_CASE("v2 errors map to the same gRPC code and message", "[kms][v2][negative
       absl::PermissionDeniedError("vault: permission denied"),
       absl::UnavailableError("vault: sealed"),
       absl::DeadlineExceededError("vault: timed out"),
-      absl::InternalError("vault: unexpected HTTP 500"),
+      absl::InternalError("vault: malformed response: no data.ciphertext string"),
   };
   Server s;
   fakes::LogCapture cap;

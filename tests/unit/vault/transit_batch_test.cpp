@@ -138,6 +138,12 @@ TEST_CASE("a batch refused as a whole or failing as a whole is the outer status"
     auto r = f.transit.EncryptBatch({{"a", 0, ""}}, f.Soon());
     CHECK(r.status().code() == absl::StatusCode::kUnavailable);
   }
+  SECTION("500") {
+    f.http.Respond(Method::kPost, kDecrypt, 500, R"({"errors":["internal error"]})");
+    auto r = f.transit.DecryptBatch({{Ct(1), ""}}, f.Soon());
+    CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+    CHECK_THAT(std::string(r.status().message()), Contains("Vault internal error (500)"));
+  }
   SECTION("no answer") {
     f.http.Fail(Method::kPost, kDecrypt, absl::DeadlineExceededError("vault: timed out"));
     auto r = f.transit.DecryptBatch({{Ct(1), ""}}, f.Soon());

@@ -338,8 +338,8 @@ TEST_CASE("HTTP 404 is INTERNAL and names mount and key", "[transit][negative]")
   CHECK(f.tokens.invalidations() == 0);
 }
 
-TEST_CASE("HTTP 429, 503, 502, 412 and 307 are UNAVAILABLE", "[transit][negative]") {
-  for (long status : {429L, 503L, 502L, 412L, 307L}) {
+TEST_CASE("HTTP 429, 500, 503, 502, 412 and 307 are UNAVAILABLE", "[transit][negative]") {
+  for (long status : {429L, 500L, 503L, 502L, 412L, 307L}) {
     INFO("HTTP " << status);
     Fixture f;
     f.http.Respond(Method::kPost, kEncrypt, status, R"({"errors":["Vault is sealed"]})");
@@ -352,8 +352,18 @@ TEST_CASE("HTTP 429, 503, 502, 412 and 307 are UNAVAILABLE", "[transit][negative
   }
 }
 
-TEST_CASE("HTTP 500 and other statuses are INTERNAL", "[transit][negative]") {
-  for (long status : {500L, 501L, 418L, 201L}) {
+TEST_CASE("a Vault 500 names Vault's failure, not the plugin's", "[transit][negative]") {
+  Fixture f;
+  f.http.Respond(Method::kPost, kDecrypt, 500, R"({"errors":["1 error occurred:\n\t* storage"]})");
+  auto u = f.client.Decrypt(Ct(1), f.deadline);
+  REQUIRE_FALSE(u.ok());
+  CHECK(u.status().code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(Msg(u.status()), Contains("Vault internal error (500)"));
+  CHECK_THAT(Msg(u.status()), Contains("vault said: 1 error occurred"));
+}
+
+TEST_CASE("other unexpected statuses are INTERNAL", "[transit][negative]") {
+  for (long status : {501L, 418L, 201L}) {
     INFO("HTTP " << status);
     Fixture f;
     f.http.Respond(Method::kPost, kDecrypt, status, "<html>oops</html>");
