@@ -128,6 +128,8 @@ absl::Status TransitClient::MapHttpError(const HttpResponse& resp, std::string_v
   if (s == 429) return absl::UnavailableError(where + "rate limited (429)" + said);
   if (s == 503) return absl::UnavailableError(where + "sealed or unavailable (503)" + said);
   if (s == 502) return absl::UnavailableError(where + "upstream error (502)" + said);
+  // A proxy or load balancer in front of Vault gave up waiting for it: transient, like 502.
+  if (s == 504) return absl::UnavailableError(where + "gateway timeout (504)" + said);
   if (s == 412) return absl::UnavailableError(where + "not yet consistent (412), retry" + said);
   if (s == 307) return absl::UnavailableError(where + "redirect not followed (307)" + said);
   if (s == 500 && errors.find("active cluster node not found") != std::string::npos) {

@@ -338,8 +338,8 @@ TEST_CASE("HTTP 404 is INTERNAL and names mount and key", "[transit][negative]")
   CHECK(f.tokens.invalidations() == 0);
 }
 
-TEST_CASE("HTTP 429, 500, 503, 502, 412 and 307 are UNAVAILABLE", "[transit][negative]") {
-  for (long status : {429L, 500L, 503L, 502L, 412L, 307L}) {
+TEST_CASE("HTTP 429, 500, 503, 502, 504, 412 and 307 are UNAVAILABLE", "[transit][negative]") {
+  for (long status : {429L, 500L, 503L, 502L, 504L, 412L, 307L}) {
     INFO("HTTP " << status);
     Fixture f;
     f.http.Respond(Method::kPost, kEncrypt, status, R"({"errors":["Vault is sealed"]})");
