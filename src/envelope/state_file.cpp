@@ -231,12 +231,19 @@ absl::StatusOr<std::unique_ptr<StateFile>> StateFile::Open(const std::string& pa
 
 StateFile::~StateFile() { close(dir_fd_); }
 
+size_t StateFile::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return marks_.size();
+}
+
 KeyMark StateFile::Find(const std::string& identity) const {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = marks_.find(identity);
   return it == marks_.end() ? KeyMark{} : it->second;
 }
 
 absl::Status StateFile::Write(const std::string& identity, const KeyMark& mark) {
+  std::lock_guard<std::mutex> lock(mu_);
   StateMarks next = marks_;
   next[identity] = mark;
   const std::string text = SerializeState(next);

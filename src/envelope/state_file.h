@@ -1,5 +1,5 @@
 // The optional state file (config `state.file`, docs/rollback.md, format in docs/formats.md
-// section 6): the key rollback high-water mark of every key identity, kept across restarts.
+// section 5): the key rollback high-water mark of every key identity, kept across restarts.
 //
 // Read once at start (as root, before the privilege drop); written through a directory file
 // descriptor opened at start, so that after the seccomp filter the only files the process can
@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -47,15 +48,15 @@ class StateFile {
   StateFile& operator=(const StateFile&) = delete;
 
   const std::string& path() const { return path_; }
-  // How many key identities the file held at start (0: no file, a first start).
-  size_t size() const { return marks_.size(); }
+  // How many key identities the file holds (0 at start: no file, a first start).
+  size_t size() const;
   // The directory descriptor: the seccomp filter allows creating, renaming and removing files
   // only relative to it.
   int dir_fd() const { return dir_fd_; }
   // The mark read at start for `identity`, or an empty one.
   KeyMark Find(const std::string& identity) const;
-  // Replaces `identity`'s mark (others are kept as read) and writes the file atomically. Not
-  // thread-safe; the owner serialises calls.
+  // Replaces `identity`'s mark (others are kept as written) and writes the file atomically.
+  // Thread-safe: several key services (a second Vault cluster) may share one file.
   absl::Status Write(const std::string& identity, const KeyMark& mark);
 
  private:
@@ -65,6 +66,7 @@ class StateFile {
   const std::string path_;
   const std::string name_;  // the file's name inside the directory
   const int dir_fd_;
+  mutable std::mutex mu_;  // serialises writes (one temporary name); guards marks_
   StateMarks marks_;
 };
 
