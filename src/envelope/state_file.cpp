@@ -63,11 +63,20 @@ bool Printable(std::string_view s) {
   return true;
 }
 
+// A name taken from the file, for a message: printable (a damaged file must not put control
+// bytes into the log line) and bounded.
+std::string Shown(std::string_view s, size_t limit = 64) {
+  std::string out;
+  for (unsigned char c : s.substr(0, limit)) out.push_back(c >= 0x20 && c <= 0x7e ? static_cast<char>(c) : '?');
+  if (s.size() > limit) out += "...";
+  return out;
+}
+
 absl::Status ParseMark(const std::string& id, const json& m, KeyMark& out) {
-  const std::string where = "keys[\"" + id + "\"]";
+  const std::string where = "keys[\"" + Shown(id) + "\"]";
   if (!m.is_object()) return Bad(where + " is not an object");
   for (const auto& [k, v] : m.items()) {
-    if (k != "high_version" && k != "created") return Bad(where + " has an unknown member \"" + k + "\"");
+    if (k != "high_version" && k != "created") return Bad(where + " has an unknown member \"" + Shown(k) + "\"");
   }
   if (!m.contains("high_version") || !PositiveInt(m["high_version"], out.high_version)) {
     return Bad(where + ".high_version must be a whole number from 1 to 2^63-1");
@@ -78,7 +87,7 @@ absl::Status ParseMark(const std::string& id, const json& m, KeyMark& out) {
   for (const auto& [k, v] : m["created"].items()) {
     int64_t version = 0;
     if (!VersionKey(k, version)) {
-      return Bad(where + ".created has a key that is not a version number: \"" + k.substr(0, 32) + "\"");
+      return Bad(where + ".created has a key that is not a version number: \"" + Shown(k, 32) + "\"");
     }
     if (version > out.high_version) {
       return Bad(where + ".created has version " + k + ", above high_version " +
@@ -106,12 +115,12 @@ absl::StatusOr<StateMarks> ParseState(std::string_view text) {
   if (doc.is_discarded()) return Bad("is not valid JSON (truncated or damaged?)");
   if (!doc.is_object()) return Bad("is not a JSON object");
   for (const auto& [k, v] : doc.items()) {
-    if (k != "format" && k != "keys") return Bad("has an unknown member \"" + k.substr(0, 64) + "\"");
+    if (k != "format" && k != "keys") return Bad("has an unknown member \"" + Shown(k) + "\"");
   }
   if (!doc.contains("format")) return Bad("has no \"format\" member");
   int64_t format = 0;
   if (!PositiveInt(doc["format"], format) || format != kStateFormat) {
-    return Bad("has format " + doc["format"].dump().substr(0, 32) + "; this release reads format " +
+    return Bad("has format " + Shown(doc["format"].dump(), 32) + "; this release reads format " +
                std::to_string(kStateFormat) + " only (written by a newer Trousseau?)");
   }
   if (!doc.contains("keys") || !doc["keys"].is_object()) return Bad("has no \"keys\" object");
