@@ -4,6 +4,7 @@
 #include <google/protobuf/stubs/common.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -100,6 +101,7 @@ struct Plugin {
   std::unique_ptr<vault::TokenSource> tokens;  // a login source uses `http`: destroyed first
   std::unique_ptr<vault::auth::TokenFileRenewer> renewer;  // token file: keeps the token alive
   std::unique_ptr<vault::TransitClient> transit;
+  std::unique_ptr<envelope::StateFile> state;  // state.file: outlives `keys`, which writes it
   std::unique_ptr<envelope::TransitKeyService> keys;
   std::unique_ptr<kms::CallLimits> limits;
   std::unique_ptr<kms::V2Service> v2;
@@ -239,6 +241,14 @@ int Serve(const std::string& config_path, bool check_only) {
       !st.ok()) {
     return Die(kExitUsage, std::string(st.message()));
   }
+  // The key rollback mark kept across restarts (state.file, docs/rollback.md): read now, as
+  // root; its directory stays open, the only place files can be written after the filter.
+  if (!cfg->state.file.empty()) {
+    auto state = envelope::StateFile::Open(
+        cfg->state.file, hardening::RunningAsRoot() ? cfg->privileges.uid : geteuid());
+    if (!state.ok()) return Die(kExitUsage, std::string(state.status().message()));
+    p.state = std::move(*state);
+  }
   if (check_only) {
     std::printf("config ok: %s (vault %s, transit %s/%s, %zu CA certificate(s)%s)\n",
                 config_path.c_str(), cfg->vault.addresses.front().c_str(),
@@ -280,6 +290,7 @@ int Serve(const std::string& config_path, bool check_only) {
   kopts.coalesce_decrypts = cfg->performance.coalesce_decrypts;  // identical Decrypts: one call
   kopts.batch_max_items = static_cast<size_t>(cfg->performance.batch_max_items);
   kopts.batch_max_wait = cfg->performance.batch_max_wait;
+  kopts.state_file = p.state.get();  // null: the rollback mark is memory only
   p.keys = std::make_unique<envelope::TransitKeyService>(*p.transit, SystemClock(), kopts);
   if (cfg->vault.auth.method == config::AuthMethod::kToken && cfg->vault.auth.renew_token) {
     // Built now (its thread starts in step 7) so that the metrics reader never sees it change.
@@ -370,7 +381,7 @@ int Serve(const std::string& config_path, bool check_only) {
   if (cfg->seccomp != config::SeccompMode::kDisabled) {
     const auto action = cfg->seccomp == config::SeccompMode::kLog ? hardening::SeccompAction::kLogTrap
                                                                    : hardening::SeccompAction::kKill;
-    if (auto st = hardening::ApplySeccomp(action); !st.ok()) {
+    if (auto st = hardening::ApplySeccomp(action, p.state ? p.state->dir_fd() : -1); !st.ok()) {
       p.server->Shutdown();
       return Die(kExitRuntime, std::string(st.message()));
     }
@@ -388,6 +399,7 @@ int Serve(const std::string& config_path, bool check_only) {
                                  {"process", process},
                                  {"seccomp", cfg->seccomp == config::SeccompMode::kEnforce ? "enforce"
                                              : cfg->seccomp == config::SeccompMode::kLog ? "log" : "disabled"},
+                                 {"state_file", p.state ? p.state->path() : "off (memory only)"},
                                  {"version", TROUSSEAU_VERSION}});
   // Wait for a stop signal, and check each second that the socket is still ours. If it was
   // deleted or replaced, kube-apiserver can no longer reach us: exit (code 1) with a clear

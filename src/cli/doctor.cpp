@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "common/clock.h"
+#include "envelope/state_file.h"
 #include "hardening/privileges.h"
 #include "hardening/seccomp.h"
 #include "hardening/secret_buffer.h"
@@ -271,6 +272,21 @@ Check CheckSocketDir(const std::string& socket_path, const RuntimeIdentity& who)
                                ? "; " + socket_path + " exists (a running plugin, or stale)"
                                : "";
   return Ok(name, facts + ", usable by uid " + std::to_string(who.uid) + sock);
+}
+
+Check CheckStateFile(const std::string& path, const RuntimeIdentity& who) {
+  auto state = envelope::StateFile::Open(path, who.uid);
+  if (!state.ok()) {
+    return Fail("state file", std::string(state.status().message()),
+                "see docs/rollback.md, \"The plugin does not start because of the file\"");
+  }
+  if ((*state)->size() == 0) {
+    return Ok("state file", path + ": no key recorded yet (a first start); its directory is "
+                            "usable by uid " + std::to_string(who.uid));
+  }
+  return Ok("state file", path + ": rollback marks of " + std::to_string((*state)->size()) +
+                              " key(s), readable; its directory is usable by uid " +
+                              std::to_string(who.uid));
 }
 
 Check CheckSeccompProfile(const std::string& path, const std::string& expected) {
@@ -988,6 +1004,7 @@ std::vector<Check> RunAll(const Options& opts) {
 
   // 7. the socket directory and the kubelet seccomp profile
   out.push_back(CheckSocketDir(cfg->socket.path, who));
+  if (!cfg->state.file.empty()) out.push_back(CheckStateFile(cfg->state.file, who));
   out.push_back(CheckSeccompProfile(opts.seccomp_profile_path, hardening::RuntimeProfileJson()));
   return out;
 }

@@ -90,6 +90,11 @@ Check CheckSocketDir(const std::string& socket_path, const RuntimeIdentity& who)
 // The kubelet seccomp profile at `path` against `expected` (this binary's seccomp-profile).
 Check CheckSeccompProfile(const std::string& path, const std::string& expected);
 
+// state.file (docs/rollback.md): the same checks `serve` makes at start (directory owned by
+// `who.uid` and writable by it, not group/other writable; the file, if any, 0600, owned by
+// `who.uid`, well-formed). Fail when serve would refuse to start.
+Check CheckStateFile(const std::string& path, const RuntimeIdentity& who);
+
 // ---- Vault answers -----------------------------------------------------------------------------
 
 // `GET /v1/sys/health?...code=200` body for one node: initialised, sealed (✗), standby (!).

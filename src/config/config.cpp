@@ -962,6 +962,21 @@ absl::Status ParseBinding(const Section& root, BindingConfig& binding) {
   return absl::OkStatus();
 }
 
+// ---- state (docs/rollback.md) ----------------------------------------------------------------
+
+absl::Status ParseStateSection(const Section& root, StateConfig& state) {
+  Section s;
+  if (absl::Status st = SubSection(root, "state", {"file"}, s); !st.ok()) return st;
+  if (absl::Status st = GetOptionalPath(s, "file", state.file); !st.ok()) return st;
+  if (s.Find("file") != nullptr && state.file.empty()) {
+    return KeyError("state.file", "is empty; remove it to keep the rollback mark in memory only");
+  }
+  if (!state.file.empty() && state.file.back() == '/') {
+    return KeyError("state.file", "must name a file, not a directory");
+  }
+  return absl::OkStatus();
+}
+
 // ---- performance ----------------------------------------------------------------------------
 
 std::string FormatMicros(std::chrono::microseconds d) {
@@ -1078,7 +1093,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   Section root;
   if (absl::Status st = OpenSection(docs[0], "", {"socket", "vault", "status", "limits", "log",
                                                   "privileges", "seccomp", "hygiene", "http",
-                                                  "binding", "performance"},
+                                                  "binding", "performance", "state"},
                                   root);
       !st.ok()) {
     return st;
@@ -1095,6 +1110,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   if (absl::Status st = ParseHttp(root, config.http); !st.ok()) return st;
   if (absl::Status st = ParseBinding(root, config.binding); !st.ok()) return st;
   if (absl::Status st = ParsePerformance(root, config.performance); !st.ok()) return st;
+  if (absl::Status st = ParseStateSection(root, config.state); !st.ok()) return st;
   return config;
 }
 

@@ -91,6 +91,11 @@ struct PerformanceConfig {
   std::chrono::microseconds batch_max_wait{200};  // how long a batch waits for company
 };
 
+// state: the key rollback high-water mark kept across restarts (docs/rollback.md). Empty: memory only.
+struct StateConfig {
+  std::string file;  // absolute path; its directory must belong to privileges.user
+};
+
 struct PrivilegesConfig {
   uint32_t uid = 65532;
   uint32_t gid = 65532;
@@ -109,6 +114,7 @@ struct Config {
   SeccompMode seccomp = SeccompMode::kEnforce;
   bool wipe_freed_memory = true;  // hygiene.wipe_freed_memory: wipe every block the process frees
   PerformanceConfig performance;
+  StateConfig state;
 };
 
 // Parses an `http.listen` value ("127.0.0.1:8787", "[::1]:8787", "" or "off").

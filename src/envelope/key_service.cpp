@@ -87,6 +87,13 @@ TransitKeyService::TransitKeyService(vault::TransitClient& transit, Clock& clock
         transit_, clock_, BatchOptions{opts_.batch_max_items, opts_.batch_max_wait});
   }
   if (opts_.coalesce_decrypts) coalescer_ = std::make_unique<DecryptCoalescer>(clock_);
+  if (opts_.state_file != nullptr) {
+    persisted_ = opts_.state_file->Find(identity_);
+    rollback_guard_ = RollbackGuard(
+        persisted_, "the high-water mark is kept in state.file " + opts_.state_file->path() +
+                        ": after that check, remove the file (or this key's entry) before the "
+                        "restart, or the restarted plugin refuses the key again");
+  }
 }
 
 TransitKeyService::~TransitKeyService() { Stop(); }
@@ -226,13 +233,44 @@ KeyState TransitKeyService::State() const {
   return s;
 }
 
+void TransitKeyService::PersistMark(const vault::KeyInfo& info) {
+  std::lock_guard<std::mutex> state_lock(state_mu_);
+  KeyMark next;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RollbackGuard probe = rollback_guard_;
+    if (!probe.Observe(info, identity_).empty()) return;  // a rollback: nothing to keep
+    next = probe.mark();
+  }
+  if (next == persisted_) return;
+  // Outside mu_: an fsync must not hold up Encrypt or Status.
+  absl::Status st = opts_.state_file->Write(identity_, next);
+  if (st.ok()) {
+    persisted_ = std::move(next);
+    if (!state_error_.empty()) log::Info("state.write", "state file written again", {{"file", opts_.state_file->path()}});
+    state_error_.clear();
+    return;
+  }
+  // The new version is used anyway (availability first); retried at the next check.
+  if (state_error_ != st.message()) {
+    log::Error("state.write", "cannot write the state file; the raised key version is kept in memory "
+               "only until a write succeeds", {{"error", std::string(st.message())}});
+  }
+  state_error_ = std::string(st.message());
+}
+
 void TransitKeyService::RefreshOnce() {
   const Deadline deadline = clock_.Now() + opts_.check_timeout;
   auto info = transit_.ReadKey(deadline);
+  // Persisted before it is adopted below: a crash between the two leaves the file ahead of
+  // what Encrypt used, never behind it.
+  if (info.ok() && opts_.state_file != nullptr) PersistMark(*info);
   std::lock_guard<std::mutex> lock(mu_);
   if (info.ok()) {
     std::string problem = rollback_guard_.Observe(*info, identity_);
     if (!problem.empty()) {
+      // Seeded from the state file, the first check can find it: show the high-water key_id.
+      if (latest_version_ == 0) latest_version_ = rollback_guard_.high_version();
       if (rollback_.empty()) {
         ++rollbacks_detected_;
         log::Error("key.rollback", "transit key rollback detected; Encrypt refused",

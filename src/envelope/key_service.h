@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "envelope/binding.h"
 #include "envelope/rollback.h"
+#include "envelope/state_file.h"
 #include "envelope/batcher.h"
 #include "envelope/coalescer.h"
 #include "hardening/secret_buffer.h"
@@ -93,6 +94,10 @@ struct TransitKeyServiceOptions {
   bool coalesce_decrypts = true;
   size_t batch_max_items = 32;
   std::chrono::microseconds batch_max_wait{200};
+  // state.file (docs/rollback.md): the rollback guard starts from the mark stored there, and
+  // every raised mark is written there before Encrypt uses the new version. Null: memory only.
+  // Not owned; outlives the service.
+  StateFile* state_file = nullptr;
 };
 
 class TransitKeyService final : public KeyService {
@@ -139,6 +144,8 @@ class TransitKeyService final : public KeyService {
   absl::StatusOr<EncryptResult> EncryptImpl(std::string_view plaintext, Deadline deadline,
                                             bool bind);
   void Run();
+  // state.file: writes the mark `info` raises (if it is consistent and not yet written).
+  void PersistMark(const vault::KeyInfo& info);
 
   vault::TransitClient& transit_;
   Clock& clock_;
@@ -156,6 +163,9 @@ class TransitKeyService final : public KeyService {
   RollbackGuard rollback_guard_;
   std::string rollback_;   // non-empty: a rollback was detected; Encrypt refused with this
   uint64_t rollbacks_detected_ = 0;
+  std::mutex state_mu_;      // serialises PersistMark; guards the two below
+  KeyMark persisted_;        // what the state file holds for this key
+  std::string state_error_;  // the last write's failure, logged once
   std::string key_type_problem_;  // non-empty: binding on and the key type cannot bind
   V1Beta1ViewImpl v1_view_{*this};
   std::thread thread_;

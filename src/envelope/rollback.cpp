@@ -11,23 +11,25 @@ constexpr const char* kWhatToDo =
 }  // namespace
 
 std::string RollbackGuard::Observe(const vault::KeyInfo& info, const std::string& identity) {
-  if (info.latest_version < high_version_) {
+  const std::string what_to_do = recovery_.empty() ? std::string(kWhatToDo)
+                                                  : std::string(kWhatToDo) + "; " + recovery_;
+  if (info.latest_version < mark_.high_version) {
     return "transit key " + identity + " rolled back: Vault reports latest version " +
-           std::to_string(info.latest_version) + ", but version " + std::to_string(high_version_) +
+           std::to_string(info.latest_version) + ", but version " + std::to_string(mark_.high_version) +
            " was seen before (Vault restored from an older backup, or the key deleted and "
-           "recreated?)" + kWhatToDo;
+           "recreated?)" + what_to_do;
   }
   for (const auto& [version, when] : info.created) {
-    auto it = created_.find(version);
-    if (it != created_.end() && it->second != when) {
+    auto it = mark_.created.find(version);
+    if (it != mark_.created.end() && it->second != when) {
       return "transit key " + identity + " replaced: version " + std::to_string(version) +
              " now has creation time " + when + ", but it was " + it->second +
              " before (the key deleted and recreated under the same name, or Vault restored "
-             "from a backup and the key rotated again?)" + kWhatToDo;
+             "from a backup and the key rotated again?)" + what_to_do;
     }
   }
-  high_version_ = info.latest_version;
-  for (const auto& [version, when] : info.created) created_.emplace(version, when);
+  mark_.high_version = info.latest_version;
+  for (const auto& [version, when] : info.created) mark_.created.emplace(version, when);
   return "";
 }
 

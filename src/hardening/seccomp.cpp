@@ -34,6 +34,9 @@ struct Rule {
   const char* name;
   std::vector<scmp_arg_cmp> args;  // empty: unconditional
   Tls tls = Tls::kAny;             // only in this flavor's allowlist
+  // Only with a state directory (ApplySeccomp's state_dir_fd), and only relative to it: the
+  // comparisons on that descriptor are added when the filter is built.
+  enum class Dir { kNone, kArg0, kArg0And2 } state_dir = Dir::kNone;
 };
 
 struct Group {
@@ -100,6 +103,13 @@ std::vector<Group> AllFlavors() {
         {"faccessat", {}},
         {"faccessat2", {}},
         {"unlink", {}}}},  // removing our socket at shutdown
+      {"state file (state.file, docs/rollback.md): create, rename, remove and fsync files only in "
+       "the directory opened at start, by its descriptor; absent without state.file",
+       {{"openat", {}, Tls::kAny, Rule::Dir::kArg0},
+        {"renameat", {}, Tls::kAny, Rule::Dir::kArg0And2},
+        {"renameat2", {}, Tls::kAny, Rule::Dir::kArg0And2},
+        {"unlinkat", {}, Tls::kAny, Rule::Dir::kArg0},
+        {"fsync", {}, Tls::kAny, Rule::Dir::kNone}}},  // fsync is harmless on any descriptor
       {"output: logs to stderr, socket writes",
        {{"write", {}}, {"writev", {}}}},
       {"event loops: gRPC's epoll engine, libcurl's poll, wakeup fds",
@@ -196,7 +206,7 @@ const std::vector<SeccompRuleInfo>& SeccompAllowlist() {
             o.conditional = o.conditional || !r.args.empty();
           }
         }
-        if (!dup) out.push_back({r.name, g.purpose, !r.args.empty()});
+        if (!dup) out.push_back({r.name, g.purpose, !r.args.empty() || r.state_dir != Rule::Dir::kNone});
       }
     }
     return out;
@@ -235,7 +245,7 @@ std::string RuntimeProfileJson() {
   return profile.dump(2) + "\n";
 }
 
-absl::Status ApplySeccomp(SeccompAction action) {
+absl::Status ApplySeccomp(SeccompAction action, int state_dir_fd) {
   const uint32_t deny = action == SeccompAction::kKill ? SCMP_ACT_KILL_PROCESS : SCMP_ACT_TRAP;
   scmp_filter_ctx ctx = seccomp_init(deny);
   if (ctx == nullptr) return absl::InternalError("seccomp: cannot initialise the filter");
@@ -262,6 +272,13 @@ absl::Status ApplySeccomp(SeccompAction action) {
       if (nr == __NR_SCMP_ERROR) return fail(std::string("unknown syscall ") + r.name, -EINVAL);
       std::vector<scmp_arg_cmp> args = r.args;
       if (std::strcmp(r.name, "tgkill") == 0) args.push_back(SCMP_A0(SCMP_CMP_EQ, self));
+      const bool state_group = std::strstr(g.purpose, "state file") == g.purpose;
+      if (state_group && state_dir_fd < 0) continue;  // no state.file: none of these calls
+      if (r.state_dir != Rule::Dir::kNone) {
+        const auto fd = static_cast<scmp_datum_t>(state_dir_fd);
+        args.push_back(SCMP_A0(SCMP_CMP_EQ, fd));
+        if (r.state_dir == Rule::Dir::kArg0And2) args.push_back(SCMP_A2(SCMP_CMP_EQ, fd));
+      }
       rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, static_cast<unsigned>(args.size()),
                                   args.empty() ? nullptr : args.data());
       if (rc != 0) return fail(std::string("adding ") + r.name, rc);

@@ -34,6 +34,8 @@ const std::vector<std::string>& StartupSyscalls();
 std::string RuntimeProfileJson();
 
 // Builds and loads the filter for all threads. Non-native architectures are killed.
-absl::Status ApplySeccomp(SeccompAction action);
+// state_dir_fd >= 0 (state.file is set): files may also be created (openat with any flags),
+// renamed and removed relative to that directory descriptor only, and fsynced; -1: not at all.
+absl::Status ApplySeccomp(SeccompAction action, int state_dir_fd = -1);
 
 }  // namespace trousseau::hardening

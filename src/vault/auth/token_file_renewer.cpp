@@ -27,12 +27,15 @@ SteadyTime TokenFileRenewer::PlanRenewal(SteadyTime now, std::chrono::seconds tt
 }
 
 SteadyTime TokenFileRenewer::Step() {
+  // step_mu_ guards Step's own state (current_, increment_, renew_*); mu_ only the snapshot and
+  // stop_, and is never held across a Vault request: Snapshot() (metrics scrapes, /readyz) and
+  // Stop() never wait for lookup-self or renew-self (up to request_timeout).
+  std::lock_guard<std::mutex> step(step_mu_);
   const SteadyTime now = clock_.Now();
   const Deadline deadline = now + opts_.request_timeout;
   SteadyTime next = now + opts_.poll;
   auto token = tokens_.Token(deadline);
   if (!token.ok()) return next;  // the request path reports this; keep polling
-  std::lock_guard<std::mutex> lock(mu_);
 
   if (*token != current_) {
     // A new token (first start, or the file changed): learn its TTL and renewability.
@@ -40,10 +43,12 @@ SteadyTime TokenFileRenewer::Step() {
     current_ = *token;
     renew_due_ = false;
     if (!info.ok()) {
-      snap_ = RenewerSnapshot{};
-      snap_.last_error = std::string(info.status().message());
+      RenewerSnapshot failed;
+      failed.last_error = std::string(info.status().message());
       log::Warn("auth.renew", "token lookup-self failed; not renewing this token",
-                {{"error", snap_.last_error}});
+                {{"error", failed.last_error}});
+      std::lock_guard<std::mutex> lock(mu_);
+      snap_ = std::move(failed);
       return next;
     }
     renewable_ = info->renewable;
@@ -51,11 +56,15 @@ SteadyTime TokenFileRenewer::Step() {
     // as short as the token was old when we first saw it (a token file replaced late in its
     // life, or re-read, kept being renewed for its leftover seconds).
     increment_ = info->creation_ttl.count() > 0 ? info->creation_ttl : info->ttl;
-    snap_ = RenewerSnapshot{};
-    snap_.known = true;
-    snap_.renewable = info->renewable;
-    snap_.ttl = info->ttl;
-    snap_.ttl_at = now;
+    {
+      RenewerSnapshot learned;
+      learned.known = true;
+      learned.renewable = info->renewable;
+      learned.ttl = info->ttl;
+      learned.ttl_at = now;
+      std::lock_guard<std::mutex> lock(mu_);
+      snap_ = learned;
+    }
     if (info->ttl.count() == 0 && info->has_expire_time && info->renewable) {
       // In its last second, not "does not expire": renew at once.
       renew_due_ = true;
@@ -78,11 +87,14 @@ SteadyTime TokenFileRenewer::Step() {
     auto info = RenewSelf(http_, current_, increment_, deadline);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - t0);
     if (info.ok()) {
-      ++snap_.renewals;
-      snap_.ttl = info->ttl;
-      snap_.ttl_at = clock_.Now();
-      snap_.renewable = info->renewable;
-      snap_.last_error.clear();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++snap_.renewals;
+        snap_.ttl = info->ttl;
+        snap_.ttl_at = clock_.Now();
+        snap_.renewable = info->renewable;
+        snap_.last_error.clear();
+      }
       if (info->ttl < increment_) {
         log::Warn("auth.renew", "Vault granted less than asked: the token nears its max TTL; "
                   "replace it in the token file before it expires",
@@ -96,10 +108,14 @@ SteadyTime TokenFileRenewer::Step() {
       renew_due_ = info->renewable && info->ttl.count() > 0;
       if (renew_due_) renew_at_ = PlanRenewal(clock_.Now(), info->ttl);
     } else {
-      ++snap_.renewal_failures;
-      snap_.last_error = std::string(info.status().message());
+      const std::string error(info.status().message());
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++snap_.renewal_failures;
+        snap_.last_error = error;
+      }
       log::Warn("auth.renew", "token renewal failed; retrying",
-                {{"error", snap_.last_error}, {"retry_in_ms", static_cast<int64_t>(opts_.retry.count())}});
+                {{"error", error}, {"retry_in_ms", static_cast<int64_t>(opts_.retry.count())}});
       renew_at_ = clock_.Now() + opts_.retry;
     }
   }

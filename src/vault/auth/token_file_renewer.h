@@ -64,17 +64,18 @@ class TokenFileRenewer {
   Clock& clock_;
   RenewerOptions opts_;
 
-  mutable std::mutex mu_;
+  mutable std::mutex mu_;  // snap_ and stop_; never held across a Vault request
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread thread_;
 
+  std::mutex step_mu_;  // serialises Step(); guards the fields below
   std::shared_ptr<const SecretBuffer> current_;
   std::chrono::seconds increment_{0};
   bool renewable_ = false;
   bool renew_due_ = false;
   SteadyTime renew_at_{};
-  RenewerSnapshot snap_;
+  RenewerSnapshot snap_;  // guarded by mu_
 };
 
 }  // namespace trousseau::vault::auth

@@ -3,6 +3,11 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
 #include "auth_test_util.h"
 #include "fakes/fake_clock.h"
 #include "fakes/fake_token_source.h"
@@ -241,4 +246,29 @@ TEST_CASE("ttl 0 without an expire_time still does not expire", "[auth][renewer]
     clock.Advance(1min);
   }
   CHECK(http.count(Method::kPost, kRenew) == 0);
+}
+
+TEST_CASE("a slow renew-self does not block Snapshot (metrics scrapes, /readyz)",
+          "[auth][renewer]") {
+  FakeClock clock;
+  FakeHttpTransport http;
+  FakeTokenSource tokens("s.file-token");
+  http.Respond(Method::kGet, kLookup, 200, LookupJson(90, true));
+  http.Respond(Method::kPost, kRenew, 200, RenewJson(90, true));
+  GatedTransport gated(http);  // auth_test_util.h: holds renew-self until Open()
+  gated.Close(kRenew);
+  TokenFileRenewer r(tokens, gated, clock, NoJitter());
+  r.Step();  // lookup-self (not gated)
+  REQUIRE(r.Snapshot().known);
+  clock.Advance(60s);
+  std::thread stepper([&] { r.Step(); });  // renew-self: held in the transport
+  REQUIRE(gated.WaitBlocked(1));
+  // Another caller while the request is in flight: answers at once with the last snapshot.
+  auto snap = std::async(std::launch::async, [&] { return r.Snapshot(); });
+  const bool answered = snap.wait_for(5s) == std::future_status::ready;
+  gated.Open();
+  stepper.join();
+  REQUIRE(answered);
+  CHECK(snap.get().renewals == 0);   // the renewal had not finished
+  CHECK(r.Snapshot().renewals == 1);  // and is counted once it has
 }

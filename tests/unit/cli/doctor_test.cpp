@@ -204,6 +204,38 @@ TEST_CASE("doctor socket directory check", "[doctor][files]") {
   }
 }
 
+TEST_CASE("doctor state file check: what serve would refuse fails", "[doctor][files]") {
+  fakes::TempDir dir;
+  ::chmod(dir.path().c_str(), 0700);
+  SECTION("no file yet: ok, a first start") {
+    auto c = CheckStateFile(dir.Path("state.json"), Me());
+    CHECK(c.result == Result::kOk);
+    CHECK_THAT(c.detail, Contains("no key recorded yet"));
+  }
+  SECTION("a well-formed file: ok, with the number of keys") {
+    dir.Write("state.json", R"({"format":1,"keys":{"transit/k":{"high_version":2,"created":{}}}})");
+    ::chmod(dir.Path("state.json").c_str(), 0600);
+    auto c = CheckStateFile(dir.Path("state.json"), Me());
+    CHECK(c.result == Result::kOk);
+    CHECK_THAT(c.detail, Contains("rollback marks of 1 key(s)"));
+  }
+  SECTION("a damaged file fails, naming it") {
+    dir.Write("state.json", "{\"format\":1,");
+    ::chmod(dir.Path("state.json").c_str(), 0600);
+    auto c = CheckStateFile(dir.Path("state.json"), Me());
+    CHECK(c.result == Result::kFail);
+    CHECK_THAT(c.detail, Contains(dir.Path("state.json")));
+    CHECK_THAT(c.detail, Contains("not valid JSON"));
+    CHECK_THAT(c.fix, Contains("docs/rollback.md"));
+  }
+  SECTION("a directory the runtime uid does not own fails") {
+    RuntimeIdentity other{::geteuid() + 4242, ::getegid() + 4242, true};
+    auto c = CheckStateFile(dir.Path("state.json"), other);
+    CHECK(c.result == Result::kFail);
+    CHECK_THAT(c.detail, Contains("install -d -o " + std::to_string(other.uid)));
+  }
+}
+
 TEST_CASE("doctor seccomp profile: missing warns, different fails, equal JSON passes",
           "[doctor][files]") {
   fakes::TempDir dir;

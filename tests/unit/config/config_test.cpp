@@ -908,6 +908,22 @@ TEST_CASE("binding: defaults off, values validated with the key named") {
   CHECK_THAT(ErrorOf(kMinimal + "binding:\n  cluster: a\n"), Contains("unknown key \"binding.cluster\""));
 }
 
+// ---- state (docs/rollback.md) -----------------------------------------------------------------
+
+TEST_CASE("state.file: absent is memory only; set, an absolute file path") {
+  CHECK(MustParse(kMinimal).state.file.empty());
+  CHECK(MustParse(kMinimal + "state:\n  file: /var/lib/trousseau/state.json\n").state.file ==
+        "/var/lib/trousseau/state.json");
+  CHECK_THAT(ErrorOf(kMinimal + "state:\n  file: state.json\n"),
+             Contains("state.file") && Contains("absolute path"));
+  CHECK_THAT(ErrorOf(kMinimal + "state:\n  file: \"\"\n"),
+             Contains("state.file") && Contains("memory only"));
+  CHECK_THAT(ErrorOf(kMinimal + "state:\n  file: /var/lib/trousseau/\n"),
+             Contains("state.file: must name a file"));
+  CHECK_THAT(ErrorOf(kMinimal + "state:\n  dir: /var/lib/trousseau\n"), Contains("unknown key \"state.dir\""));
+  CHECK_THAT(ErrorOf(kMinimal + "state:\n  file: [a]\n"), Contains("state.file"));
+}
+
 // ---- performance ----------------------------------------------------------------------------
 
 TEST_CASE("performance defaults: coalescing on, batches of 32 waiting at most 200us") {

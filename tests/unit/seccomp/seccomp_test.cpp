@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <functional>
 #include <set>
+#include <cstdio>
 #include <string>
 
 #include "hardening/seccomp.h"
@@ -26,11 +27,11 @@ using trousseau::hardening::SeccompAction;
 namespace {
 
 // Runs `body` in a child after loading the filter; returns the raw wait status.
-int RunFiltered(SeccompAction action, const std::function<int()>& body) {
+int RunFiltered(SeccompAction action, const std::function<int()>& body, int state_dir_fd = -1) {
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    if (!ApplySeccomp(action).ok()) _exit(90);
+    if (!ApplySeccomp(action, state_dir_fd).ok()) _exit(90);
     _exit(body());
   }
   int status = 0;
@@ -185,11 +186,13 @@ TEST_CASE("log mode traps, reports and fails the call instead of killing") {
 // binary passes the real-filter integration tests (test_hardening, test_core, test_resilience)
 // with the same 83 calls as OpenSSL 3, so today no rule is flavor-specific.
 #if defined(OPENSSL_IS_BORINGSSL)
-constexpr size_t kAllowlistSyscalls = 83;
+constexpr size_t kAllowlistSyscalls = 87;
 #else
-constexpr size_t kAllowlistSyscalls = 83;  // 81 + accept and getdents64 (operations listener, process metrics)
+// 81 + accept and getdents64 (operations listener, process metrics) + renameat, renameat2,
+// unlinkat, fsync (state.file; only relative to its directory descriptor, absent without it)
+constexpr size_t kAllowlistSyscalls = 87;
 #endif
-constexpr size_t kAllowlistGroups = 10;
+constexpr size_t kAllowlistGroups = 11;
 
 TEST_CASE("the allowlist is grouped, of the documented size, and has no dangerous calls") {
   const auto& rules = trousseau::hardening::SeccompAllowlist();
@@ -221,4 +224,51 @@ TEST_CASE("the runtime profile covers the allowlist plus a bounded startup set")
   CHECK(trousseau::hardening::StartupSyscalls().size() < 40);
   CHECK(json.find("\"ptrace\"") == std::string::npos);
   CHECK(json.find("SCMP_ARCH_X86_64") != std::string::npos);
+}
+
+TEST_CASE("state.file: files are written only through the state directory's descriptor") {
+  char tmpl[] = "/tmp/trousseau-seccomp-state-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(dfd >= 0);
+  SECTION("create, write, fsync, rename and remove in the directory work") {
+    CHECK(ExitCode(RunFiltered(SeccompAction::kKill, [dfd] {
+      int fd = openat(dfd, ".s.tmp", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      if (fd < 0) return 1;
+      if (write(fd, "{}", 2) != 2 || fsync(fd) != 0 || close(fd) != 0) return 2;
+      if (renameat(dfd, ".s.tmp", dfd, "s.json") != 0) return 3;
+      if (fsync(dfd) != 0) return 4;
+      if (unlinkat(dfd, "s.json", 0) != 0) return 5;
+      return 0;
+    }, dfd)) == 0);
+  }
+  SECTION("opening for writing elsewhere is still refused") {
+    CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [dir] {
+      open((dir + "/other").c_str(), O_WRONLY | O_CREAT, 0600);
+      return 0;
+    }, dfd)));
+  }
+  SECTION("renaming from or into another directory is refused") {
+    CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [dfd] {
+      renameat(AT_FDCWD, "/tmp/x", dfd, "s.json");
+      return 0;
+    }, dfd)));
+    CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [dfd] {
+      renameat(dfd, "s.json", AT_FDCWD, "/tmp/x");
+      return 0;
+    }, dfd)));
+  }
+  SECTION("without state.file none of it is allowed") {
+    CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [dfd] {
+      openat(dfd, "s.json", O_WRONLY | O_CREAT, 0600);
+      return 0;
+    })));
+    CHECK(KilledBySigsys(RunFiltered(SeccompAction::kKill, [dfd] {
+      renameat(dfd, "a", dfd, "b");
+      return 0;
+    })));
+  }
+  close(dfd);
+  rmdir(dir.c_str());
 }
