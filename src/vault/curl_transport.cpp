@@ -73,6 +73,8 @@ struct CurlTransport::Share {
 
 namespace {
 
+// Idle connections the shared cache keeps (libcurl closes the oldest above it). At least
+// CurlTransport::kMaxInFlight, so that the connections of a full load are all kept.
 constexpr long kMaxIdleConnections = 64;
 
 struct WriteTarget {
@@ -299,29 +301,58 @@ std::string CurlTransport::CurrentNode() const {
   return cfg_.addresses[preferred_.load() % cfg_.addresses.size()];
 }
 
-CurlTransport::Lease CurlTransport::Acquire() {
+struct CurlTransport::Waiter {
+  std::condition_variable cv;
+  bool granted = false;  // a finishing request handed its slot to this one
+};
+
+CurlTransport::Handle* CurlTransport::Acquire(SteadyTime until, absl::Status* why) {
   {
-    std::lock_guard<std::mutex> lock(pool_mu_);
+    std::unique_lock<std::mutex> lock(pool_mu_);
+    if (in_flight_ < kMaxInFlight && waiters_.empty()) {
+      ++in_flight_;
+    } else {
+      Waiter w;
+      waiters_.push_back(&w);
+      while (!w.granted) {
+        if (w.cv.wait_until(lock, until) == std::cv_status::timeout && !w.granted) {
+          waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &w));
+          *why = absl::DeadlineExceededError(
+              "vault: the deadline passed while this request waited for one of the " +
+              std::to_string(kMaxInFlight) + " slots for concurrent Vault requests");
+          return nullptr;
+        }
+      }
+      // The slot came with the grant: in_flight_ already counts it.
+    }
     if (!pool_.empty()) {
       Handle* h = pool_.back();
       pool_.pop_back();
-      return Lease(this, h);
+      return h;
     }
   }
   auto* h = new Handle();
   h->easy = curl_easy_init();
-  return Lease(this, h);
+  return h;
 }
 
 void CurlTransport::Return(Handle* h) {
-  if (h->easy != nullptr) {
+  {
     std::lock_guard<std::mutex> lock(pool_mu_);
-    if (pool_.size() < kMaxPooledHandles) {
+    if (h->easy != nullptr && pool_.size() < kMaxInFlight) {
       pool_.push_back(h);
-      return;
+      h = nullptr;
+    }
+    if (!waiters_.empty()) {
+      Waiter* w = waiters_.front();
+      waiters_.pop_front();
+      w->granted = true;  // the slot passes to the oldest waiter
+      w->cv.notify_one();
+    } else {
+      --in_flight_;
     }
   }
-  delete h;  // over the bound (after a burst), or a handle that could not be created
+  delete h;  // a handle that could not be created (never more than kMaxInFlight otherwise)
 }
 
 bool CurlTransport::IsConfiguredNode(const std::string& origin) const {
@@ -435,7 +466,14 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
                                                        absl::Status* last,
                                                        std::optional<HttpResponse>* unhealthy,
                                                        bool* give_up) {
-  Lease handle = Acquire();
+  absl::Status queued;
+  Handle* slot = Acquire(request.deadline - kDeadlineMargin, &queued);
+  if (slot == nullptr) {
+    *last = queued;
+    *give_up = true;
+    return std::nullopt;
+  }
+  Lease handle(this, slot);
   if (handle->easy == nullptr) {
     *last = absl::ResourceExhaustedError("libcurl: cannot create a handle");
     *give_up = true;
