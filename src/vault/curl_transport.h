@@ -41,6 +41,11 @@ class CurlTransport final : public HttpTransport {
   static std::string LibraryFeatures();
   static const char* LibraryLinkage();
 
+  // Requests at Vault at once, at most; more wait for a slot (see Acquire below).
+  static constexpr size_t kMaxInFlight = 32;
+  // Slots taken now (for tests and diagnostics).
+  size_t RequestsInFlight();
+
  private:
   struct Handle;
   CurlTransport(const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls);
@@ -57,7 +62,6 @@ class CurlTransport final : public HttpTransport {
   // most kMaxIdleConnections) closed the excess after each: thousands of mutual-TLS handshakes
   // per run. Bounded, the connections in use never outnumber the cache, so every one is reused;
   // and identical Decrypts that arrive while their leader waits here join it in the coalescer.
-  static constexpr size_t kMaxInFlight = 32;
   class Lease;
   struct Waiter;
   // A handle (its slot counted in in_flight_), or nullptr with *why set once `until` passed.
