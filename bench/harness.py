@@ -279,6 +279,14 @@ class Bench:
             return ""
         return " ".join((r.stderr + r.stdout).strip().splitlines()[:2])[:300]
 
+    def wanted(self, name: str) -> bool:
+        """Whether --only (if given) names this contender; extras' +coalesce twins only when
+        named."""
+        only = self.args.only
+        if only is None:
+            return not (name.startswith("extra:") and name.endswith("+coalesce"))
+        return name in only
+
     def start_trousseau(self, name: str, binary: str, perf: dict | None, v2, v1) -> Contender | None:
         sock = os.path.join(self.run_dir, f"{name.replace('+', '-').replace(':', '-')}.sock")
         cfg = self.base_config(sock)
@@ -355,17 +363,25 @@ class Bench:
         a, b = self.bao.handled_requests(), self.bao.handled_requests()
         self.scrape_cost = b - a  # requests a scrape itself adds to the count (0 or 1)
         log(f"OpenBao pid {self.bao.proc.pid} ready at {self.bao.addr} (mTLS, telemetry on)")
-        self.contenders.append(Contender("floor", "floor"))
+        if self.wanted("floor"):
+            self.contenders.append(Contender("floor", "floor"))
         v2, v1 = stubs.generate(os.path.join(self.dir, "stubs"))
-        self.start_trousseau("trousseau", self.args.plugin_bin, PERF_OFF, v2, v1)
-        self.start_trousseau("trousseau+coalesce", self.args.plugin_bin, PERF_ON, v2, v1)
+        if self.wanted("trousseau"):
+            self.start_trousseau("trousseau", self.args.plugin_bin, PERF_OFF, v2, v1)
+        if self.wanted("trousseau+coalesce"):
+            self.start_trousseau("trousseau+coalesce", self.args.plugin_bin, PERF_ON, v2, v1)
         for name, path in self.args.extra_plugin:
-            self.start_trousseau(f"extra:{name}", path, PERF_OFF, v2, v1)
+            if self.wanted(f"extra:{name}"):
+                self.start_trousseau(f"extra:{name}", path, PERF_OFF, v2, v1)
+            if self.wanted(f"extra:{name}+coalesce"):
+                self.start_trousseau(f"extra:{name}+coalesce", path, PERF_ON, v2, v1)
         # The Go peer.
-        peer, note = resolve_peer(self.args)
+        peer, note = resolve_peer(self.args) if self.wanted("go-peer") else (None, "not in --only")
         self.out["peer"] = {"repo": PEER_REPO, "revision": PEER_REV, "describe": PEER_DESCRIBE,
                             "binary": peer, "note": note}
-        if peer is None:
+        if not self.wanted("go-peer"):
+            pass
+        elif peer is None:
             self.missing["go-peer"] = note
             log(f"go-peer: MISSING: {note}")
         else:
@@ -388,6 +404,8 @@ class Bench:
         # Trousseau's own cost.
         if self.args.null_bin:
             for mode in ("null", "echo"):
+                if not self.wanted(mode):
+                    continue
                 sock = os.path.join(self.run_dir, f"{mode}.sock")
                 self.start_process(mode, mode, [self.args.null_bin, "--mode", mode, "--socket", sock],
                                    sock=sock)
@@ -609,6 +627,10 @@ def main() -> int:
                          "build it from the fetched snapshot")
     ap.add_argument("--extra-plugin", action="append", default=[], metavar="NAME=PATH",
                     help="another Trousseau binary as a contender (repeatable)")
+    ap.add_argument("--only", type=lambda v: [x for x in v.split(",") if x], metavar="A,B,...",
+                    help="run only these contenders (floor, trousseau, trousseau+coalesce, go-peer, "
+                         "null, echo, extra:NAME, extra:NAME+coalesce: an --extra-plugin with "
+                         "coalescing/batching on), for quick A/B runs")
     ap.add_argument("--no-build", action="store_true", help="never build the Go peer")
     ap.add_argument("--build-peer-only", action="store_true",
                     help="build (or find) the Go peer, print where or why not, and exit (bench/run "

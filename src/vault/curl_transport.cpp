@@ -22,6 +22,7 @@ namespace trousseau::vault {
 
 struct CurlTransport::Handle {
   CURL* easy = nullptr;
+  bool configured = false;  // ConfigureHandle's options were all accepted
   ~Handle() {
     if (easy != nullptr) curl_easy_cleanup(easy);
   }
@@ -73,6 +74,8 @@ struct CurlTransport::Share {
 
 namespace {
 
+// Idle connections the shared cache keeps (libcurl closes the oldest above it). At least
+// CurlTransport::kMaxInFlight, so that the connections of a full load are all kept.
 constexpr long kMaxIdleConnections = 64;
 
 struct WriteTarget {
@@ -128,6 +131,49 @@ size_t ReadHeader(char* data, size_t size, size_t nmemb, void* userp) {
 CURLcode ApplyTls(CURL* /*curl*/, void* ssl_ctx, void* userp) {
   const auto* tls = static_cast<const TlsMaterial*>(userp);
   return tls->ApplyTo(static_cast<SSL_CTX*>(ssl_ctx)) ? CURLE_OK : CURLE_SSL_CERTPROBLEM;
+}
+
+// The options that are the same for every request, set once when a handle is made (a kept
+// handle keeps them: no curl_easy_reset and ~25 setopt calls, several of them string copies,
+// per request). SendOnce sets the rest and clears its pointers into its own frame afterwards.
+bool ConfigureHandle(CURL* c, CURLSH* share, const std::string& pins, size_t max_response_bytes) {
+  bool ok = true;
+  auto set = [&](CURLcode rc) { ok = ok && rc == CURLE_OK; };
+  set(curl_easy_setopt(c, CURLOPT_SHARE, share));
+  // The shared connection cache holds at most this many idle connections; libcurl's default
+  // (5) closes the rest, so under kube-apiserver's concurrency most calls would pay a fresh
+  // mutual-TLS handshake (measured in bench/: ~80% of calls at 16 concurrent clients).
+  set(curl_easy_setopt(c, CURLOPT_MAXCONNECTS, kMaxIdleConnections));
+  // HTTP/1.1 only: one request per connection at a time, no HTTP/2 library in the data path.
+  set(curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1)));
+  set(curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https"));
+  set(curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https"));
+  set(curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L));
+  set(curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L));
+#ifndef TROUSSEAU_CURL_STATIC
+  // Debian's libcurl.so honours proxy environment variables: switch them off. The static build
+  // (scripts/build-curl, --disable-proxy) has no proxy code and rejects these options.
+  set(curl_easy_setopt(c, CURLOPT_PROXY, ""));
+  set(curl_easy_setopt(c, CURLOPT_NOPROXY, "*"));
+#endif
+  set(curl_easy_setopt(c, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2)));
+  set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L));
+  set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L));
+  set(curl_easy_setopt(c, CURLOPT_CAINFO, nullptr));
+  set(curl_easy_setopt(c, CURLOPT_CAPATH, nullptr));
+#if LIBCURL_VERSION_NUM >= 0x075700
+  // A kept handle keeps its internal multi handle, which would cache the CA store (24 h by
+  // default) across requests and defeat the reloading of a replaced CA file: no CA cache.
+  set(curl_easy_setopt(c, CURLOPT_CA_CACHE_TIMEOUT, 0L));
+#endif
+  set(curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, &ApplyTls));
+  if (!pins.empty()) set(curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pins.c_str()));
+  set(curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L));
+  set(curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(max_response_bytes)));
+  set(curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &WriteBody));
+  set(curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &ReadHeader));
+  set(curl_easy_setopt(c, CURLOPT_USERAGENT, "trousseau"));
+  return ok;
 }
 
 // "host:port", "[v6]:port" or "host" -> {host, port}; port defaults to 443.
@@ -299,29 +345,65 @@ std::string CurlTransport::CurrentNode() const {
   return cfg_.addresses[preferred_.load() % cfg_.addresses.size()];
 }
 
-CurlTransport::Lease CurlTransport::Acquire() {
+struct CurlTransport::Waiter {
+  std::condition_variable cv;
+  bool granted = false;  // a finishing request handed its slot to this one
+};
+
+CurlTransport::Handle* CurlTransport::Acquire(SteadyTime until, absl::Status* why) {
   {
-    std::lock_guard<std::mutex> lock(pool_mu_);
+    std::unique_lock<std::mutex> lock(pool_mu_);
+    if (in_flight_ < kMaxInFlight && waiters_.empty()) {
+      ++in_flight_;
+    } else {
+      Waiter w;
+      waiters_.push_back(&w);
+      while (!w.granted) {
+        if (w.cv.wait_until(lock, until) == std::cv_status::timeout && !w.granted) {
+          waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &w));
+          *why = absl::DeadlineExceededError(
+              "vault: the deadline passed while this request waited for one of the " +
+              std::to_string(kMaxInFlight) + " slots for concurrent Vault requests");
+          return nullptr;
+        }
+      }
+      // The slot came with the grant: in_flight_ already counts it.
+    }
     if (!pool_.empty()) {
       Handle* h = pool_.back();
       pool_.pop_back();
-      return Lease(this, h);
+      return h;
     }
   }
   auto* h = new Handle();
   h->easy = curl_easy_init();
-  return Lease(this, h);
+  h->configured = h->easy != nullptr &&
+                  ConfigureHandle(h->easy, share_->sh, pins_, cfg_.max_response_bytes);
+  return h;
+}
+
+size_t CurlTransport::RequestsInFlight() {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  return in_flight_;
 }
 
 void CurlTransport::Return(Handle* h) {
-  if (h->easy != nullptr) {
+  {
     std::lock_guard<std::mutex> lock(pool_mu_);
-    if (pool_.size() < kMaxPooledHandles) {
+    if (h->easy != nullptr && pool_.size() < kMaxInFlight) {
       pool_.push_back(h);
-      return;
+      h = nullptr;
+    }
+    if (!waiters_.empty()) {
+      Waiter* w = waiters_.front();
+      waiters_.pop_front();
+      w->granted = true;  // the slot passes to the oldest waiter
+      w->cv.notify_one();
+    } else {
+      --in_flight_;
     }
   }
-  delete h;  // over the bound (after a burst), or a handle that could not be created
+  delete h;  // a handle that could not be created (never more than kMaxInFlight otherwise)
 }
 
 bool CurlTransport::IsConfiguredNode(const std::string& origin) const {
@@ -435,7 +517,14 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
                                                        absl::Status* last,
                                                        std::optional<HttpResponse>* unhealthy,
                                                        bool* give_up) {
-  Lease handle = Acquire();
+  absl::Status queued;
+  Handle* slot = Acquire(request.deadline - kDeadlineMargin, &queued);
+  if (slot == nullptr) {
+    *last = queued;
+    *give_up = true;
+    return std::nullopt;
+  }
+  Lease handle(this, slot);
   if (handle->easy == nullptr) {
     *last = absl::ResourceExhaustedError("libcurl: cannot create a handle");
     *give_up = true;
@@ -514,7 +603,6 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
                                                      const HttpRequest& request, bool* retryable) {
   *retryable = true;
   CURL* c = h.easy;
-  curl_easy_reset(c);  // the same handle serves a redirect retry: start from clean options
 
   // Leave the caller kDeadlineMargin to send our answer: an attempt that ran to the caller's
   // own deadline ends as its bare "Deadline Exceeded", and the cause we know is lost.
@@ -562,52 +650,19 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
   }
   if (!connect_to.empty()) connect_list = curl_slist_append(connect_list, connect_to.c_str());
 
-  bool setup_ok = true;
+  bool setup_ok = h.configured;
   auto set = [&](CURLcode rc) { setup_ok = setup_ok && rc == CURLE_OK; };
-  set(curl_easy_setopt(c, CURLOPT_SHARE, share_->sh));
-  // The shared connection cache holds at most this many idle connections; libcurl's default
-  // (5) closes the rest, so under kube-apiserver's concurrency most calls would pay a fresh
-  // mutual-TLS handshake (measured in bench/: ~80% of calls at 16 concurrent clients).
-  set(curl_easy_setopt(c, CURLOPT_MAXCONNECTS, kMaxIdleConnections));
+  // Only what changes per request is set here; the rest was set once (ConfigureHandle).
   set(curl_easy_setopt(c, CURLOPT_URL, url.c_str()));
-  // HTTP/1.1 only: one request per connection at a time, no HTTP/2 library in the data path.
-  set(curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1)));
-  set(curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https"));
-  set(curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https"));
-  set(curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L));
-  set(curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L));
-#ifndef TROUSSEAU_CURL_STATIC
-  // Debian's libcurl.so honours proxy environment variables: switch them off. The static build
-  // (scripts/build-curl, --disable-proxy) has no proxy code and rejects these options.
-  set(curl_easy_setopt(c, CURLOPT_PROXY, ""));
-  set(curl_easy_setopt(c, CURLOPT_NOPROXY, "*"));
-#endif
-  set(curl_easy_setopt(c, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2)));
-  set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L));
-  set(curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L));
-  set(curl_easy_setopt(c, CURLOPT_CAINFO, nullptr));
-  set(curl_easy_setopt(c, CURLOPT_CAPATH, nullptr));
-#if LIBCURL_VERSION_NUM >= 0x075700
-  // A kept handle keeps its internal multi handle, which would cache the CA store (24 h by
-  // default) across requests and defeat the reloading of a replaced CA file: no CA cache.
-  set(curl_easy_setopt(c, CURLOPT_CA_CACHE_TIMEOUT, 0L));
-#endif
-  set(curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, &ApplyTls));
   const std::shared_ptr<const TlsMaterial> tls = CurrentTls();  // alive for this request
   set(curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, const_cast<TlsMaterial*>(tls.get())));
-  if (!pins_.empty()) set(curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pins_.c_str()));
-  if (connect_list != nullptr) set(curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_list));
+  set(curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_list));  // nullptr: none
   set(curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms));
   set(curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms));
-  set(curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L));
-  set(curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(cfg_.max_response_bytes)));
   set(curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf));
   set(curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers));
-  set(curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &WriteBody));
   set(curl_easy_setopt(c, CURLOPT_WRITEDATA, &target));
-  set(curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &ReadHeader));
   set(curl_easy_setopt(c, CURLOPT_HEADERDATA, &headers_in));
-  set(curl_easy_setopt(c, CURLOPT_USERAGENT, "trousseau"));
   if (request.method == HttpRequest::Method::kPost) {
     const char* data = request.body ? request.body->chars() : "";
     const long len = request.body ? static_cast<long>(request.body->size()) : 0L;
@@ -664,8 +719,13 @@ absl::StatusOr<HttpResponse> CurlTransport::SendOnce(Handle& h, const std::strin
       result = std::move(out);
     }
   }
-  // Forget the header list (it held the token) before freeing it.
+  // Forget the header list (it held the token) before freeing it, and every pointer into this
+  // frame: the handle is kept.
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(c, CURLOPT_CONNECT_TO, nullptr);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, nullptr);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, nullptr);
+  curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, nullptr);
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, nullptr);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
   for (curl_slist* p = headers; p != nullptr; p = p->next) SecureWipe(p->data, std::strlen(p->data));

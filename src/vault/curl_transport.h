@@ -6,6 +6,8 @@
 #include <atomic>
 #include <memory>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -39,21 +41,36 @@ class CurlTransport final : public HttpTransport {
   static std::string LibraryFeatures();
   static const char* LibraryLinkage();
 
+  // Requests at Vault at once, at most; more wait for a slot (see Acquire below).
+  static constexpr size_t kMaxInFlight = 32;
+  // Slots taken now (for tests and diagnostics).
+  size_t RequestsInFlight();
+
  private:
   struct Handle;
   CurlTransport(const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls);
 
-  // Easy handles are kept for reuse (at most kMaxPooledHandles idle): a fresh one per request
-  // cost an internal multi handle, a socketpair, a 16 KiB receive buffer and their frees every
-  // call. The receive buffer of a kept handle would hold the last answer, so the write callback
-  // wipes every body byte in it right after copying it into the response's SecretBuffer
+  // Easy handles are kept for reuse (at most kMaxInFlight, all idle ones kept): a fresh one per
+  // request cost an internal multi handle, a socketpair, a 16 KiB receive buffer and their frees
+  // every call. The receive buffer of a kept handle would hold the last answer, so the write
+  // callback wipes every body byte in it right after copying it into the response's SecretBuffer
   // (docs/performance.md, SECURITY.md). Connections, DNS and TLS sessions live in the share.
-  static constexpr size_t kMaxPooledHandles = 32;
+  //
+  // At most kMaxInFlight requests are at Vault at once; more wait in FIFO order for a free slot,
+  // never past their deadline (less kDeadlineMargin, so the caller gets our error). Unbounded, a
+  // c=256 load opened a connection per concurrent call and the connection cache (which keeps at
+  // most kMaxIdleConnections) closed the excess after each: thousands of mutual-TLS handshakes
+  // per run. Bounded, the connections in use never outnumber the cache, so every one is reused;
+  // and identical Decrypts that arrive while their leader waits here join it in the coalescer.
   class Lease;
-  Lease Acquire();
+  struct Waiter;
+  // A handle (its slot counted in in_flight_), or nullptr with *why set once `until` passed.
+  Handle* Acquire(SteadyTime until, absl::Status* why);
   void Return(Handle* h);
   std::mutex pool_mu_;
-  std::vector<Handle*> pool_;
+  std::vector<Handle*> pool_;     // idle handles, at most kMaxInFlight
+  size_t in_flight_ = 0;          // slots taken, at most kMaxInFlight
+  std::deque<Waiter*> waiters_;   // requests waiting for a slot, oldest first
   // Bounded retries: passes over every address, with jittered exponential pauses between passes
   // (capped at 1 s), until the request's deadline is near. kMaxPasses only bounds the loop.
   static constexpr int kMaxPasses = 64;

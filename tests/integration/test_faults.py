@@ -42,7 +42,7 @@ LEDGER: list[tuple[bytes, bytes, str]] = []
 # vault/curl_transport.cpp): after a burst that many sockets may stay open, by design.
 IDLE_VAULT_CONNECTIONS = 64
 # Kept for reuse after a burst, by design (docs/performance.md): libcurl easy handles, each with
-# its internal multi handle's socketpair (vault/curl_transport.h kMaxPooledHandles), and idle
+# its internal multi handle's socketpair (vault/curl_transport.h kMaxInFlight), and idle
 # sync-server threads (kms/server_tuning.h: kMaxPollersCap + kMinPollers).
 POOLED_HANDLE_FDS = 2 * 32
 KEPT_POLLER_THREADS = 32 + 2

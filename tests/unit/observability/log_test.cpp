@@ -131,6 +131,34 @@ TEST_CASE("audit records carry every field and are written at any level", "[log]
   CHECK(j.contains("time"));
 }
 
+TEST_CASE("audit line: fixed field order, compact JSON, escaped values", "[log][audit]") {
+  LogCapture cap;
+  AuditRecord r;
+  r.api = "v2";
+  r.operation = "decrypt";
+  r.uid = "a\"b\\c\n\x01";
+  r.key_id = "k";
+  r.key_version = 3;
+  r.code = "OK";
+  r.vault_request_id = "rid";
+  r.input_bytes = 1;
+  r.output_bytes = 2;
+  r.duration = std::chrono::microseconds(5);
+  Audit(r);
+  auto lines = cap.lines();
+  REQUIRE(lines.size() == 1);
+  const std::string& line = lines[0];
+  const std::string head = "{\"time\":\"";
+  REQUIRE(line.rfind(head, 0) == 0);
+  const size_t after_time = line.find('"', head.size());
+  REQUIRE(after_time != std::string::npos);
+  CHECK(line.substr(after_time) ==
+        "\",\"level\":\"info\",\"type\":\"audit\",\"schema\":\"trousseau.audit/v1\","
+        "\"event\":\"kms.call\",\"api\":\"v2\",\"op\":\"decrypt\",\"uid\":\"a\\\"b\\\\c\\n\\u0001\","
+        "\"key_id\":\"k\",\"key_version\":3,\"code\":\"OK\",\"vault_request_id\":\"rid\","
+        "\"in_bytes\":1,\"out_bytes\":2,\"duration_us\":5}\n");
+}
+
 TEST_CASE("audit leaves out empty detail and vault node", "[log][audit]") {
   LogCapture cap;
   AuditRecord r;

@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "common/base64.h"
 #include "fakes/log_capture.h"
@@ -345,6 +346,48 @@ TEST_CASE("CurlTransport times out a node that does not answer", "[curl][tls][ne
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
   CHECK_THAT(std::string(r.status().message()), Contains("timed out after"));
+}
+
+TEST_CASE("CurlTransport keeps at most kMaxInFlight requests at Vault; others wait, not past "
+          "their deadline", "[curl][tls][negative]") {
+  Pki pki;
+  TlsTestServer server(GetTestPki().cert_pem, GetTestPki().key_pem);
+  server.SetResponse({200, "{}", {}, /*hang=*/true});  // every slot stays taken
+  auto cfg = Cfg({server.address()});
+  cfg.connect_timeout = 4000ms;
+  cfg.request_timeout = 4000ms;
+  auto t = Make(cfg, pki.Material());
+  constexpr size_t kCap = CurlTransport::kMaxInFlight;
+  std::vector<std::thread> holders;
+  for (size_t i = 0; i < kCap; ++i) {
+    holders.emplace_back([&t] {
+      HttpRequest r = Req(HttpRequest::Method::kGet, "/v1/sys/health");
+      r.deadline = std::chrono::steady_clock::now() + 6s;
+      (void)t->Send(r);  // fails: the server never answers
+    });
+  }
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (t->RequestsInFlight() < kCap && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(t->RequestsInFlight() == kCap);
+
+  // One more: it never reaches the server, and gets our error before its own deadline.
+  const auto started = std::chrono::steady_clock::now();
+  HttpRequest extra = Req(HttpRequest::Method::kGet, "/v1/sys/health");
+  extra.deadline = started + 600ms;
+  auto r = t->Send(extra);
+  const auto waited = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK_THAT(std::string(r.status().message()),
+             Contains("waited for one of the 32 slots for concurrent Vault requests"));
+  CHECK(waited >= 400ms);  // it waited for a slot until its deadline less the margin
+  CHECK(waited < 600ms + 2s);
+  CHECK(t->RequestsInFlight() == kCap);  // the refused one took no slot
+
+  for (auto& h : holders) h.join();
+  CHECK(t->RequestsInFlight() == 0);  // every slot given back
 }
 
 // Sets environment variables for one scope and restores them after.
