@@ -574,9 +574,9 @@ std::optional<HttpResponse> CurlTransport::TryEachNode(const HttpRequest& reques
       continue;
     }
     const long s = resp->status;
-    if (s == 429 || s == 500 || s == 502 || s == 503) {
-      // Sealed, rate limited, a broken proxy, or a standby mid-election (500 "active cluster
-      // node not found"): another node, or this one a moment later, may serve. If none does,
+    if (s == 429 || s == 500 || s == 502 || s == 503 || s == 504) {
+      // Sealed, rate limited, a broken or timed-out proxy, or a standby mid-election (500
+      // "active cluster node not found"): another node, or this one a moment later, may serve. If none does,
       // the caller gets this answer's mapped error after the last pass. (501, not initialised,
       // is final.)
       *last = absl::UnavailableError("vault " + node + ": answered HTTP " + std::to_string(s));

@@ -256,12 +256,15 @@ TEST_CASE("CurlTransport verifies server_name while connecting to the address", 
   }
 }
 
-TEST_CASE("CurlTransport fails over from a 503 node and prefers the good one", "[curl][tls]") {
+TEST_CASE("CurlTransport fails over from a 503 or 504 node and prefers the good one",
+          "[curl][tls]") {
+  const int bad_status = GENERATE(503, 504);
+  INFO("HTTP " << bad_status);
   Pki pki;
   fakes::LogCapture cap;
   TlsTestServer a(GetTestPki().cert_pem, GetTestPki().key_pem);
   TlsTestServer b(GetTestPki().cert_pem, GetTestPki().key_pem);
-  a.SetResponse({503, R"({"errors":["Vault is sealed"]})", {}, false});
+  a.SetResponse({bad_status, R"({"errors":["Vault is sealed"]})", {}, false});
   b.SetResponse({200, "{}", {}, false});
   auto t = Make(Cfg({a.address(), b.address()}), pki.Material());
   CHECK(t->CurrentNode() == a.address());
