@@ -223,6 +223,7 @@ KeyState TransitKeyService::State() const {
   }
   s.rollbacks_detected = rollbacks_detected_;
   s.rollback_active = !rollback_.empty();
+  s.last_check_ok = last_ok_;
   return s;
 }
 

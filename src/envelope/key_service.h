@@ -45,6 +45,9 @@ struct DecryptResult {
 struct HealthSnapshot {
   std::string healthz;  // "ok" or the reason it is not
   std::string key_id;   // empty until the first successful check
+  std::string detail = "";  // what an operator should know even when healthz is "ok"
+                        // (a degraded secondary Vault: docs/secondary.md); never sent to
+                        // kube-apiserver, shown by /readyz
 };
 
 class KeyService {
@@ -77,6 +80,7 @@ struct KeyState {
   std::optional<std::chrono::milliseconds> since_last_ok;  // unset: never succeeded
   uint64_t rollbacks_detected = 0;  // times a key rollback was newly detected (docs/rollback.md)
   bool rollback_active = false;     // Encrypt refused now because of one
+  bool last_check_ok = false;       // the last background check succeeded
 };
 
 // While the last background check failed, the next one comes after at most this long.

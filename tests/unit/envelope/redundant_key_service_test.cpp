@@ -408,7 +408,7 @@ TEST_CASE("the secondary annotation parses v1 and refuses anything else by name"
   REQUIRE(ok.ok());
   CHECK(ok->key_id == "transit/k:v2");
   CHECK(ok->ciphertext == ct);
-  for (const std::string bad : {std::string(""), std::string("1"), std::string("1;transit/k:v2"),
+  for (const std::string& bad : {std::string(""), std::string("1"), std::string("1;transit/k:v2"),
                                 "2;transit/k:v2;" + ct, ";transit/k:v2;" + ct,
                                 "1;;" + ct, std::string("1;transit/k:v2;not-a-ciphertext"),
                                 "1;" + std::string(1025, 'k') + ";" + ct,
