@@ -209,7 +209,7 @@ def test_secondary_stopped_best_effort_keeps_working_and_heals(plugin_factory, b
     pl.wait_healthz(lambda s: s.key_id == wrapped, 20, "the wrapped key_id again (heal)")
     r = pl.encrypt(os.urandom(32))
     assert r.key_id == wrapped and ANN in r.annotations
-    assert readyz(pl) == (200, "ok")
+    assert readyz(pl) == (200, "ok\n")
 
 
 def test_secondary_stopped_required_refuses_encrypt(plugin_factory, baos):
