@@ -210,6 +210,9 @@ def test_secondary_stopped_best_effort_keeps_working_and_heals(plugin_factory, b
     r = pl.encrypt(os.urandom(32))
     assert r.key_id == wrapped and ANN in r.annotations
     assert readyz(pl) == (200, "ok\n")
+    # Neither cluster's token is in anything the plugin printed (the outage logged errors).
+    out = pl.output_text(10_000_000)
+    assert b.plugin_token not in out and a.plugin_token not in out
 
 
 def test_secondary_stopped_required_refuses_encrypt(plugin_factory, baos):
