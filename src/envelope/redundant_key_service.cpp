@@ -140,6 +140,18 @@ absl::StatusOr<EncryptResult> RedundantKeyService::Encrypt(std::string_view plai
   }
   absl::StatusOr<EncryptResult> first = primary_.Encrypt(plaintext, deadline);
   if (worker.joinable()) worker.join();
+  if (!first.ok() && usable && second->ok() && opts_.policy == SecondaryPolicy::kBestEffort &&
+      PrimaryLost(first.status())) {
+    // best_effort with the primary gone: a secondary-only record (docs/formats.md section 6),
+    // the secondary's ciphertext as the KMS ciphertext and as the copy, so that a restarted
+    // kube-apiserver (which needs one Encrypt before it reads anything) keeps working.
+    EncryptResult out = std::move(**second);
+    out.annotations[std::string(kSecondaryAnnotation)] =
+        SecondaryAnnotationV1(out.key_id, out.ciphertext);
+    out.key_id = CombinedKeyId(kUnwrappedMark, out.key_id);
+    unwrapped_.fetch_add(1);
+    return out;
+  }
   if (!first.ok()) return first.status();
   EncryptResult out = std::move(*first);
   if (usable && second->ok()) {
@@ -188,6 +200,11 @@ absl::StatusOr<DecryptResult> RedundantKeyService::Decrypt(
                               " copy to fall back to: the seed was wrapped by the primary only)");
     }
     return r;
+  }
+  // A secondary-only record (written while the primary was gone, best_effort): the copy is the
+  // KMS ciphertext itself; only the secondary can open it.
+  if (auto only = ParseSecondaryAnnotation(it->second); only.ok() && only->ciphertext == ciphertext) {
+    return secondary_.Decrypt(only->ciphertext, only->key_id, annotations, deadline);
   }
   if (opts_.secondary_first) {
     auto s = FromSecondary(it->second, key_id, annotations, Part(clock_, deadline, 1, 2));
@@ -259,9 +276,19 @@ HealthSnapshot RedundantKeyService::Health() const {
                             Contains(p.healthz, "Vault check") ;
   if (primary_down && secondary_up) {
     h.healthz = "ok";
-    h.key_id = CombinedKeyId(p.key_id, s.key_id);
-    h.detail = "primary Vault unavailable, Decrypt falls back to the secondary " +
-               opts_.secondary_name + "; Encrypt (a new seed) needs the primary: " + p.healthz;
+    if (opts_.policy == SecondaryPolicy::kBestEffort) {
+      // New seeds are wrapped by the secondary alone; the key_id says so, and changes back
+      // when the primary returns (a new seed wrapped by both: the heal).
+      h.key_id = CombinedKeyId(kUnwrappedMark, s.key_id);
+      h.detail = "primary Vault unavailable, Decrypt falls back to the secondary " +
+                 opts_.secondary_name + " and new seeds are wrapped by the secondary only "
+                 "(vault.secondary.policy best_effort): " + p.healthz;
+    } else {
+      h.key_id = CombinedKeyId(p.key_id, s.key_id);
+      h.detail = "primary Vault unavailable, Decrypt falls back to the secondary " +
+                 opts_.secondary_name + "; Encrypt (a new seed) needs the primary "
+                 "(vault.secondary.policy required): " + p.healthz;
+    }
     return h;
   }
   h.healthz = "primary Vault: " + p.healthz;

@@ -199,13 +199,47 @@ TEST_CASE("best_effort: a failed secondary wrap marks it down until its next goo
   CHECK(e2->annotations.count("secondary.trousseau.io") == 1);
 }
 
-TEST_CASE("without the primary there is no Encrypt, whatever the policy", "[secondary][encrypt]") {
-  Fixture f(SecondaryPolicy::kBestEffort);
+TEST_CASE("required: without the primary there is no Encrypt", "[secondary][encrypt]") {
+  Fixture f(SecondaryPolicy::kRequired);
   f.p.http.SetDown(absl::UnavailableError("vault https://vault-a.test:8200: cannot connect"));
   auto e = f.r.Encrypt(kSeed, f.Soon());
   REQUIRE_FALSE(e.ok());
   CHECK(e.status().code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(std::string(e.status().message()), Contains("vault-a"));
+}
+
+TEST_CASE("best_effort: the primary gone -> a secondary-only record that reads back",
+          "[secondary][best_effort]") {
+  Fixture f(SecondaryPolicy::kBestEffort);
+  f.p.http.SetDown(absl::UnavailableError("vault https://vault-a.test:8200: cannot connect"));
+  f.p.keys.RefreshOnce();
+  const HealthSnapshot h = f.r.Health();
+  CHECK(h.healthz == "ok");
+  CHECK(h.key_id == "unwrapped|transit/kms2:v2");
+  CHECK_THAT(h.detail, Contains("wrapped by the secondary only"));
+  auto e = f.r.Encrypt(kSeed, f.Soon());
+  REQUIRE(e.ok());
+  CHECK(e->key_id == h.key_id);
+  CHECK(e->ciphertext == fakes::FakeTransitServer::Ct(2, "B" + kSeed));  // the secondary's
+  CHECK(e->annotations.at("secondary.trousseau.io") == "1;transit/kms2:v2;" + e->ciphertext);
+  CHECK(f.r.State().unwrapped == 1);
+  // Read back by the secondary alone, also once the primary is back (it never wrapped it).
+  f.p.http.SetDown(absl::OkStatus());
+  const size_t primary_before = f.p.Decrypts();
+  auto d = f.r.Decrypt(e->ciphertext, e->key_id, e->annotations, f.Soon());
+  REQUIRE(d.ok());
+  CHECK(d->plaintext.view() == kSeed);
+  CHECK(f.p.Decrypts() == primary_before);
+  // The primary's next good check heals the key_id (a new seed, wrapped by both).
+  f.clock.Advance(1s);
+  f.p.keys.RefreshOnce();
+  CHECK(f.r.Health().key_id == kWrappedKeyId);
+  // A copy that differs from the KMS ciphertext is an ordinary copy: the primary first.
+  auto e2 = f.r.Encrypt(kSeed, f.Soon());
+  REQUIRE(e2.ok());
+  auto ann = e2->annotations;
+  REQUIRE(f.r.Decrypt(e2->ciphertext, e2->key_id, ann, f.Soon()).ok());
+  CHECK(f.p.Decrypts() == primary_before + 1);
 }
 
 // ---- decrypt --------------------------------------------------------------------------------
@@ -380,7 +414,7 @@ TEST_CASE("the primary down and the secondary up: Status stays ok, with the deta
   f.p.keys.RefreshOnce();
   const HealthSnapshot h = f.r.Health();
   CHECK(h.healthz == "ok");
-  CHECK(h.key_id == kWrappedKeyId);  // unchanged: kube-apiserver keeps its seed, no Encrypt
+  CHECK(h.key_id == kWrappedKeyId);  // required: unchanged, kube-apiserver keeps its seed
   CHECK_THAT(h.detail, Contains("primary Vault unavailable"));
   CHECK_FALSE(f.r.State().primary_up);
   SECTION("both down: unhealthy") {
