@@ -126,6 +126,19 @@ absl::StatusOr<EncryptResult> RedundantKeyService::Encrypt(std::string_view plai
                                   " cannot wrap the seed (" + why +
                                   ") and vault.secondary.policy is required: Encrypt refused");
   }
+  // best_effort with the primary's check failing (what Status reports as "unwrapped|..."): do
+  // not wait for it; its answer could be a 403 as well (a fresh primary without the key asks for
+  // `create` on encrypt), which is not worth a try.
+  if (usable && opts_.policy == SecondaryPolicy::kBestEffort && PrimaryDown()) {
+    auto only = secondary_.Encrypt(plaintext, deadline);
+    if (!only.ok()) {
+      MarkSecondaryFailed(only.status());
+      return absl::UnavailableError("primary Vault unavailable and the secondary " +
+                                    opts_.secondary_name + " failed to wrap the seed: " +
+                                    std::string(only.status().message()));
+    }
+    return SecondaryOnly(std::move(*only));
+  }
   std::optional<absl::StatusOr<EncryptResult>> second;
   std::thread worker;
   if (usable) {
@@ -142,15 +155,7 @@ absl::StatusOr<EncryptResult> RedundantKeyService::Encrypt(std::string_view plai
   if (worker.joinable()) worker.join();
   if (!first.ok() && usable && second->ok() && opts_.policy == SecondaryPolicy::kBestEffort &&
       PrimaryLost(first.status())) {
-    // best_effort with the primary gone: a secondary-only record (docs/formats.md section 6),
-    // the secondary's ciphertext as the KMS ciphertext and as the copy, so that a restarted
-    // kube-apiserver (which needs one Encrypt before it reads anything) keeps working.
-    EncryptResult out = std::move(**second);
-    out.annotations[std::string(kSecondaryAnnotation)] =
-        SecondaryAnnotationV1(out.key_id, out.ciphertext);
-    out.key_id = CombinedKeyId(kUnwrappedMark, out.key_id);
-    unwrapped_.fetch_add(1);
-    return out;
+    return SecondaryOnly(std::move(**second));
   }
   if (!first.ok()) return first.status();
   EncryptResult out = std::move(*first);
@@ -173,6 +178,23 @@ absl::StatusOr<EncryptResult> RedundantKeyService::Encrypt(std::string_view plai
   // kube-apiserver makes a new seed once the secondary is back: the heal).
   unwrapped_.fetch_add(1);
   out.key_id = CombinedKeyId(out.key_id, kUnwrappedMark);
+  return out;
+}
+
+bool RedundantKeyService::PrimaryDown() const {
+  const KeyState k = primary_.State();
+  return !k.last_check_ok && !k.rollback_active && k.latest_version > 0 &&
+         Contains(primary_.Health().healthz, "Vault check");
+}
+
+EncryptResult RedundantKeyService::SecondaryOnly(EncryptResult out) {
+  // best_effort with the primary gone: a secondary-only record (docs/formats.md section 6), the
+  // secondary's ciphertext as the KMS ciphertext and as the copy, so that a kube-apiserver that
+  // starts now (it needs one Encrypt before it reads anything) keeps working.
+  out.annotations[std::string(kSecondaryAnnotation)] =
+      SecondaryAnnotationV1(out.key_id, out.ciphertext);
+  out.key_id = CombinedKeyId(kUnwrappedMark, out.key_id);
+  unwrapped_.fetch_add(1);
   return out;
 }
 
@@ -245,7 +267,6 @@ absl::StatusOr<DecryptResult> RedundantKeyService::Decrypt(
 HealthSnapshot RedundantKeyService::Health() const {
   const HealthSnapshot p = primary_.Health();
   const HealthSnapshot s = secondary_.Health();
-  const KeyState pk = primary_.State();
   std::string why;
   const bool secondary_up = SecondaryUsable(&why);
   HealthSnapshot h;
@@ -272,9 +293,7 @@ HealthSnapshot RedundantKeyService::Health() const {
   // The primary's check fails (not a rollback, not a wrong key type): while the secondary is up
   // Decrypt falls back to it and the current seed keeps serving writes, so Status stays "ok"
   // (a new key_id would make kube-apiserver call Encrypt, which needs the primary).
-  const bool primary_down = !pk.last_check_ok && !pk.rollback_active &&
-                            Contains(p.healthz, "Vault check") ;
-  if (primary_down && secondary_up) {
+  if (PrimaryDown() && secondary_up) {
     h.healthz = "ok";
     if (opts_.policy == SecondaryPolicy::kBestEffort) {
       // New seeds are wrapped by the secondary alone; the key_id says so, and changes back

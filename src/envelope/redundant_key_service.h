@@ -75,6 +75,10 @@ class RedundantKeyService final : public KeyService {
   // The secondary wraps new seeds: its check is ok and no Encrypt failed since that check.
   bool SecondaryUsable(std::string* why) const;
   void MarkSecondaryFailed(const absl::Status& st);
+  // The primary's background check fails (not a rollback, not a wrong key type) after it once
+  // knew its key: it is down or lost.
+  bool PrimaryDown() const;
+  EncryptResult SecondaryOnly(EncryptResult secondary);
   std::string CombinedKeyId(std::string_view primary, std::string_view secondary) const;
   absl::StatusOr<DecryptResult> FromSecondary(std::string_view value, std::string_view key_id,
                                               const std::map<std::string, std::string>& annotations,

@@ -199,6 +199,23 @@ TEST_CASE("best_effort: a failed secondary wrap marks it down until its next goo
   CHECK(e2->annotations.count("secondary.trousseau.io") == 1);
 }
 
+TEST_CASE("best_effort: a primary that fails the Encrypt itself (check still ok) -> secondary-only",
+          "[secondary][best_effort]") {
+  Fixture f(SecondaryPolicy::kBestEffort);
+  f.p.http.FailNext(1, absl::UnavailableError("vault https://vault-a.test:8200: cannot connect"), 0,
+                    "/encrypt/");
+  auto e = f.r.Encrypt(kSeed, f.Soon());
+  REQUIRE(e.ok());
+  CHECK(e->key_id == "unwrapped|transit/kms2:v2");
+  CHECK(e->annotations.at("secondary.trousseau.io") == "1;transit/kms2:v2;" + e->ciphertext);
+  SECTION("but not when the primary answers otherwise (403): its error") {
+    f.p.http.FailNext(2, absl::OkStatus(), 403, "/encrypt/", false, R"({"errors":["permission denied"]})");
+    auto e2 = f.r.Encrypt(kSeed, f.Soon());
+    REQUIRE_FALSE(e2.ok());
+    CHECK(e2.status().code() == absl::StatusCode::kPermissionDenied);
+  }
+}
+
 TEST_CASE("required: without the primary there is no Encrypt", "[secondary][encrypt]") {
   Fixture f(SecondaryPolicy::kRequired);
   f.p.http.SetDown(absl::UnavailableError("vault https://vault-a.test:8200: cannot connect"));
@@ -223,6 +240,7 @@ TEST_CASE("best_effort: the primary gone -> a secondary-only record that reads b
   CHECK(e->ciphertext == fakes::FakeTransitServer::Ct(2, "B" + kSeed));  // the secondary's
   CHECK(e->annotations.at("secondary.trousseau.io") == "1;transit/kms2:v2;" + e->ciphertext);
   CHECK(f.r.State().unwrapped == 1);
+  CHECK(f.p.http.requests().back().path.find("/encrypt/") == std::string::npos);  // not asked
   // Read back by the secondary alone, also once the primary is back (it never wrapped it).
   f.p.http.SetDown(absl::OkStatus());
   const size_t primary_before = f.p.Decrypts();
