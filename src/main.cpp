@@ -23,6 +23,7 @@
 #include "cli/doctor.h"
 #include "config/config.h"
 #include "envelope/key_service.h"
+#include "envelope/redundant_key_service.h"
 #include "hardening/privileges.h"
 #include "hardening/seccomp.h"
 #include "hardening/secret_buffer.h"
@@ -94,6 +95,16 @@ log::Level ToLogLevel(config::LogLevel l) {
   return log::Level::kInfo;
 }
 
+// vault.secondary (docs/secondary.md): the second cluster's own trust, transport, token and key.
+struct SecondaryVault {
+  std::shared_ptr<const vault::TlsMaterial> tls;
+  std::unique_ptr<vault::CurlTransport> http;
+  std::unique_ptr<vault::TokenSource> tokens;
+  std::unique_ptr<vault::auth::TokenFileRenewer> renewer;
+  std::unique_ptr<vault::TransitClient> transit;
+  std::unique_ptr<envelope::TransitKeyService> keys;
+};
+
 // Everything the serve command builds, in dependency order (destroyed in reverse).
 struct Plugin {
   std::shared_ptr<const vault::TlsMaterial> tls;
@@ -103,6 +114,8 @@ struct Plugin {
   std::unique_ptr<vault::TransitClient> transit;
   std::unique_ptr<envelope::StateFile> state;  // state.file: outlives `keys`, which writes it
   std::unique_ptr<envelope::TransitKeyService> keys;
+  std::unique_ptr<SecondaryVault> secondary;                  // null without vault.secondary
+  std::unique_ptr<envelope::RedundantKeyService> redundant;   // over keys + secondary->keys
   std::unique_ptr<kms::CallLimits> limits;
   std::unique_ptr<kms::V2Service> v2;
   std::unique_ptr<kms::V1Beta1Service> v1;
@@ -110,7 +123,62 @@ struct Plugin {
   // The operations listener reads everything above: declared last, destroyed first.
   std::unique_ptr<observability::LivenessChecker> liveness;
   std::unique_ptr<observability::HttpServer> ops;
+
+  // What the KMS v2 API, Status and the probes see.
+  const envelope::KeyService& v2_keys() const {
+    return redundant ? static_cast<const envelope::KeyService&>(*redundant) : *keys;
+  }
 };
+
+// vault.secondary, step 2: its trust material and credentials, checked like the primary's.
+absl::Status LoadSecondaryTrust(Plugin& p, const config::SecondaryConfig& sc,
+                                const config::Config& cfg) {
+  p.secondary = std::make_unique<SecondaryVault>();
+  auto tls = vault::TlsMaterial::Load(sc.vault.tls);
+  if (!tls.ok()) return absl::InvalidArgumentError("vault.secondary: " + std::string(tls.status().message()));
+  p.secondary->tls = *tls;
+  if (auto st = vault::auth::CheckCredentials(
+          sc.vault.auth, p.secondary->tls->has_client_identity(),
+          hardening::RunningAsRoot() ? std::optional<uint32_t>(cfg.privileges.uid) : std::nullopt);
+      !st.ok()) {
+    return absl::InvalidArgumentError("vault.secondary: " + std::string(st.message()));
+  }
+  return absl::OkStatus();
+}
+
+// vault.secondary, after the primary's key service: the second cluster's transport, token
+// source, Transit client and key service, built the same way, and the redundant decorator.
+absl::Status BuildSecondary(Plugin& p, const config::SecondaryConfig& sc,
+                            envelope::TransitKeyServiceOptions kopts) {
+  SecondaryVault& s = *p.secondary;
+  auto http = vault::CurlTransport::Create(sc.vault, s.tls);
+  if (!http.ok()) return absl::InvalidArgumentError("vault.secondary: " + std::string(http.status().message()));
+  s.http = std::move(*http);
+  auto tokens = vault::auth::MakeTokenSource(sc.vault, *s.http, SystemClock());
+  if (!tokens.ok()) return absl::InvalidArgumentError("vault.secondary: " + std::string(tokens.status().message()));
+  s.tokens = std::move(*tokens);
+  s.transit = std::make_unique<vault::TransitClient>(*s.http, *s.tokens, sc.vault.transit_mount,
+                                                     sc.vault.transit_key);
+  kopts.namespace_ = sc.vault.namespace_;
+  kopts.check_timeout = sc.vault.request_timeout;
+  // Its own entry in state.file: the two clusters' keys often share a name.
+  kopts.state_entry_prefix = "secondary:";
+  s.keys = std::make_unique<envelope::TransitKeyService>(*s.transit, SystemClock(), kopts);
+  if (sc.vault.auth.method == config::AuthMethod::kToken && sc.vault.auth.renew_token) {
+    vault::auth::RenewerOptions ropts;
+    ropts.request_timeout = sc.vault.request_timeout;
+    s.renewer = std::make_unique<vault::auth::TokenFileRenewer>(*s.tokens, *s.http, SystemClock(),
+                                                                ropts);
+  }
+  envelope::RedundantKeyServiceOptions ropts;
+  ropts.policy = sc.policy == config::SecondaryPolicy::kBestEffort
+                     ? envelope::SecondaryPolicy::kBestEffort
+                     : envelope::SecondaryPolicy::kRequired;
+  ropts.secondary_first = sc.secondary_first;
+  ropts.secondary_name = sc.vault.addresses.front();
+  p.redundant = std::make_unique<envelope::RedundantKeyService>(*p.keys, *s.keys, SystemClock(), ropts);
+  return absl::OkStatus();
+}
 
 // Scrape-time state for /metrics, read from the components' own thread-safe snapshots.
 metrics::RuntimeState ReadState(const Plugin& p, const vault::auth::LoginTokenSource* login) {
@@ -133,7 +201,7 @@ metrics::RuntimeState ReadState(const Plugin& p, const vault::auth::LoginTokenSo
     s.renewals_failure = snap.renewal_failures;
   }
   const auto key = p.keys->State();
-  const auto health = p.keys->Health();
+  const auto health = p.v2_keys().Health();
   s.key_version = key.latest_version;
   s.key_id = health.key_id;
   s.last_success_age_seconds =
@@ -141,6 +209,15 @@ metrics::RuntimeState ReadState(const Plugin& p, const vault::auth::LoginTokenSo
   s.healthy = health.healthz == "ok";
   s.key_rollbacks = key.rollbacks_detected;
   s.key_rollback_active = key.rollback_active;
+  if (p.redundant) {
+    const auto r = p.redundant->State();
+    s.secondary_configured = true;
+    s.secondary_up = r.secondary_up;
+    s.primary_up = r.primary_up;
+    s.secondary_key_version = r.secondary_version;
+    s.secondary_unwrapped = r.unwrapped;
+    s.secondary_fallbacks = r.fallbacks;
+  }
   return s;
 }
 
@@ -175,7 +252,7 @@ absl::Status StartOps(Plugin& p, const config::Config& cfg) {
   observability::HttpHandlers h;
   h.livez = [&p] { return p.liveness->Check(); };
   h.readyz = [&p, login] {
-    return observability::Readiness(*p.keys, [&p, login] { return TokenProblem(p, login); });
+    return observability::Readiness(p.v2_keys(), [&p, login] { return TokenProblem(p, login); });
   };
   h.metrics = [] { return metrics::Exposition(); };
   auto server = observability::HttpServer::Start(opts, std::move(h));
@@ -249,11 +326,24 @@ int Serve(const std::string& config_path, bool check_only) {
     if (!state.ok()) return Die(kExitUsage, std::string(state.status().message()));
     p.state = std::move(*state);
   }
+  if (cfg->secondary) {
+    if (auto st = LoadSecondaryTrust(p, *cfg->secondary, *cfg); !st.ok()) {
+      return Die(kExitUsage, std::string(st.message()));
+    }
+  }
   if (check_only) {
     std::printf("config ok: %s (vault %s, transit %s/%s, %zu CA certificate(s)%s)\n",
                 config_path.c_str(), cfg->vault.addresses.front().c_str(),
                 cfg->vault.transit_mount.c_str(), cfg->vault.transit_key.c_str(),
                 p.tls->ca_count(), p.tls->has_client_identity() ? ", client certificate" : "");
+    if (cfg->secondary) {
+      std::printf("secondary ok: vault %s, transit %s/%s, policy %s\n",
+                  cfg->secondary->vault.addresses.front().c_str(),
+                  cfg->secondary->vault.transit_mount.c_str(),
+                  cfg->secondary->vault.transit_key.c_str(),
+                  cfg->secondary->policy == config::SecondaryPolicy::kRequired ? "required"
+                                                                               : "best_effort");
+    }
     return kExitOk;
   }
 
@@ -299,7 +389,19 @@ int Serve(const std::string& config_path, bool check_only) {
     p.renewer = std::make_unique<vault::auth::TokenFileRenewer>(*p.tokens, *p.http, SystemClock(),
                                                                 ropts);
   }
-  metrics::SetVaultNodes(cfg->vault.addresses);
+  if (cfg->secondary) {
+    if (auto st = BuildSecondary(p, *cfg->secondary, kopts); !st.ok()) {
+      return Die(kExitUsage, std::string(st.message()));
+    }
+  }
+  {
+    std::vector<std::string> nodes = cfg->vault.addresses;
+    if (cfg->secondary) {
+      nodes.insert(nodes.end(), cfg->secondary->vault.addresses.begin(),
+                   cfg->secondary->vault.addresses.end());
+    }
+    metrics::SetVaultNodes(nodes);
+  }
   metrics::SetBuildInfo(TROUSSEAU_VERSION, TROUSSEAU_GIT_REVISION,
                         metrics::ShortTlsLibraryName(common::TlsLibraryVersion()));
   // Audit records the bounded log queue had to drop (a stalled stderr): the alert's source.
@@ -307,8 +409,10 @@ int Serve(const std::string& config_path, bool check_only) {
   p.limits = std::make_unique<kms::CallLimits>(
       static_cast<uint32_t>(cfg->limits.max_in_flight_encrypt),
       static_cast<uint32_t>(cfg->limits.max_in_flight_decrypt));
-  p.v2 = std::make_unique<kms::V2Service>(*p.keys, p.limits.get());
-  // v1beta1 has no annotations: its view of the keys never binds (docs/formats.md section 2).
+  p.v2 = std::make_unique<kms::V2Service>(
+      p.redundant ? static_cast<envelope::KeyService&>(*p.redundant) : *p.keys, p.limits.get());
+  // v1beta1 has no annotations: its view of the keys never binds (docs/formats.md section 2)
+  // and never has a secondary copy (docs/secondary.md).
   p.v1 = std::make_unique<kms::V1Beta1Service>(p.keys->V1Beta1View(), TROUSSEAU_VERSION,
                                                p.limits.get());
 
@@ -392,6 +496,16 @@ int Serve(const std::string& config_path, bool check_only) {
   // 7. Serve. Health and key_id are refreshed in the background; Status never waits on Vault.
   p.keys->Start();
   if (p.renewer) p.renewer->Start();
+  if (p.secondary) {
+    p.secondary->keys->Start();
+    if (p.secondary->renewer) p.secondary->renewer->Start();
+    log::Info("start", "secondary Vault configured",
+              {{"secondary", cfg->secondary->vault.addresses},
+               {"transit", cfg->secondary->vault.transit_mount + "/" + cfg->secondary->vault.transit_key},
+               {"auth", p.secondary->tokens->Describe()},
+               {"policy", cfg->secondary->policy == config::SecondaryPolicy::kRequired ? "required"
+                                                                                        : "best_effort"}});
+  }
   log::Info("start", "serving", {{"socket", sock},
                                  {"vault", cfg->vault.addresses},
                                  {"transit", cfg->vault.transit_mount + "/" + cfg->vault.transit_key},
@@ -450,6 +564,10 @@ int Serve(const std::string& config_path, bool check_only) {
   p.server->Wait();
   p.keys->Stop();
   if (p.renewer) p.renewer->Stop();
+  if (p.secondary) {
+    p.secondary->keys->Stop();
+    if (p.secondary->renewer) p.secondary->renewer->Stop();
+  }
   if (!socket_lost.empty()) {
     // Whatever is at the path now is not ours: leave it.
     log::Info("stop", "stopped after losing the socket");

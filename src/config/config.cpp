@@ -546,12 +546,12 @@ absl::Status NormalizeAddress(std::string_view key, std::string_view raw, std::s
 
 absl::Status ParseAddresses(const Section& vault, std::vector<std::string>& out) {
   const YAML::Node* node = vault.Find("addresses");
-  if (node == nullptr) return Error("vault.addresses is required");
-  if (!node->IsSequence()) return WrongType("vault.addresses", "a list of https:// URLs", *node);
-  if (node->size() == 0) return Error("vault.addresses must list at least one https:// URL");
+  if (node == nullptr) return Error(Cat(vault.Key("addresses"), " is required"));
+  if (!node->IsSequence()) return WrongType(vault.Key("addresses"), "a list of https:// URLs", *node);
+  if (node->size() == 0) return Error(Cat(vault.Key("addresses"), " must list at least one https:// URL"));
   out.clear();
   for (size_t i = 0; i < node->size(); ++i) {
-    const std::string key = Cat("vault.addresses[", i, "]");
+    const std::string key = Cat(vault.Key("addresses"), "[", i, "]");
     const YAML::Node item = (*node)[i];
     if (!item.IsScalar()) return WrongType(key, "a string", item);
     std::string address;
@@ -568,13 +568,13 @@ absl::Status ParseTransit(const Section& vault, VaultConfig& config) {
   Section s;
   if (absl::Status st = SubSection(vault, "transit", {"mount", "key"}, s); !st.ok()) return st;
   if (absl::Status st = GetString(s, "mount", config.transit_mount); !st.ok()) return st;
-  if (absl::Status st = CheckMountPath("vault.transit.mount", config.transit_mount); !st.ok()) {
+  if (absl::Status st = CheckMountPath(s.Key("mount"), config.transit_mount); !st.ok()) {
     return st;
   }
   if (absl::Status st = GetString(s, "key", config.transit_key); !st.ok()) return st;
-  if (config.transit_key.empty()) return Error("vault.transit.key is required");
+  if (config.transit_key.empty()) return Error(Cat(s.Key("key"), " is required"));
   if (!IsSimpleName(config.transit_key)) {
-    return KeyError("vault.transit.key", Cat("must match [A-Za-z0-9_.-]+, got ",
+    return KeyError(s.Key("key"), Cat("must match [A-Za-z0-9_.-]+, got ",
                                              Quote(config.transit_key)));
   }
   return absl::OkStatus();
@@ -612,9 +612,9 @@ bool IsValidPin(const std::string& pin) {
 absl::Status ParsePins(const Section& tls, std::vector<std::string>& pins) {
   const YAML::Node* node = tls.Find("spki_pins");
   if (node == nullptr) return absl::OkStatus();
-  if (!node->IsSequence()) return WrongType("vault.tls.spki_pins", "a list", *node);
+  if (!node->IsSequence()) return WrongType(tls.Key("spki_pins"), "a list", *node);
   for (size_t i = 0; i < node->size(); ++i) {
-    const std::string key = Cat("vault.tls.spki_pins[", i, "]");
+    const std::string key = Cat(tls.Key("spki_pins"), "[", i, "]");
     const YAML::Node item = (*node)[i];
     if (!item.IsScalar()) return WrongType(key, "a string", item);
     const std::string& pin = item.Scalar();
@@ -648,15 +648,15 @@ absl::Status ParseTls(const Section& vault, TlsConfig& tls) {
     return st;
   }
   if (!tls.client_cert_file.empty() && tls.client_key_file.empty()) {
-    return Error("vault.tls.client_key_file is required when vault.tls.client_cert_file is set");
+    return Error(Cat(s.Key("client_key_file"), " is required when ", s.Key("client_cert_file"), " is set"));
   }
   if (tls.client_cert_file.empty() && !tls.client_key_file.empty()) {
-    return Error("vault.tls.client_cert_file is required when vault.tls.client_key_file is set");
+    return Error(Cat(s.Key("client_cert_file"), " is required when ", s.Key("client_key_file"), " is set"));
   }
   if (absl::Status st = ParsePins(s, tls.spki_pins); !st.ok()) return st;
   if (absl::Status st = GetString(s, "server_name", tls.server_name); !st.ok()) return st;
   if (!tls.server_name.empty() && !IsValidHostname(tls.server_name)) {
-    return KeyError("vault.tls.server_name",
+    return KeyError(s.Key("server_name"),
                     Cat("must be a host name, got ", Quote(tls.server_name)));
   }
   return absl::OkStatus();
@@ -682,7 +682,7 @@ absl::Status FindMethod(const Section& s, const MethodSpec*& spec) {
   std::string name;
   if (absl::Status st = GetString(s, "method", name); !st.ok()) return st;
   if (name.empty()) {
-    return Error("vault.auth.method is required (token, approle, cert, jwt or kubernetes)");
+    return Error(Cat(s.Key("method"), " is required (token, approle, cert, jwt or kubernetes)"));
   }
   for (const MethodSpec& m : kMethods) {
     if (m.name == name) {
@@ -690,7 +690,7 @@ absl::Status FindMethod(const Section& s, const MethodSpec*& spec) {
       return absl::OkStatus();
     }
   }
-  return KeyError("vault.auth.method", Cat("must be one of token, approle, cert, jwt, "
+  return KeyError(s.Key("method"), Cat("must be one of token, approle, cert, jwt, "
                                            "kubernetes; got ", Quote(name)));
 }
 
@@ -770,12 +770,12 @@ absl::Status ParseAuth(const Section& vault, const TlsConfig& tls, AuthConfig& a
   auth.mount = std::string(spec->default_mount);
   if (absl::Status st = GetString(s, "mount", auth.mount); !st.ok()) return st;
   if (spec->method != AuthMethod::kToken) {
-    if (absl::Status st = CheckMountPath("vault.auth.mount", auth.mount); !st.ok()) return st;
+    if (absl::Status st = CheckMountPath(s.Key("mount"), auth.mount); !st.ok()) return st;
   }
   if (absl::Status st = ParseMethodFields(s, *spec, auth); !st.ok()) return st;
   if (spec->method == AuthMethod::kCert && tls.client_cert_file.empty()) {
-    return Error("vault.auth.method cert needs vault.tls.client_cert_file and "
-                 "vault.tls.client_key_file");
+    return Error(Cat(s.Key("method"), " cert needs ", vault.Key("tls.client_cert_file"), " and ",
+                     vault.Key("tls.client_key_file")));
   }
   return absl::OkStatus();
 }
@@ -787,25 +787,20 @@ absl::Status ParseTimeouts(const Section& vault, VaultConfig& config) {
   }
   using namespace std::chrono_literals;
   if (absl::Status st = GetDuration(s, "connect", config.connect_timeout); !st.ok()) return st;
-  if (absl::Status st = CheckRange("vault.timeouts.connect", config.connect_timeout, 100ms, 60s);
+  if (absl::Status st = CheckRange(s.Key("connect"), config.connect_timeout, 100ms, 60s);
       !st.ok()) {
     return st;
   }
   if (absl::Status st = GetDuration(s, "request", config.request_timeout); !st.ok()) return st;
-  return CheckRange("vault.timeouts.request", config.request_timeout, 100ms, 5min);
+  return CheckRange(s.Key("request"), config.request_timeout, 100ms, 5min);
 }
 
-absl::Status ParseVault(const Section& root, VaultConfig& config) {
-  Section s;
-  if (absl::Status st = SubSection(root, "vault", {"addresses", "namespace", "transit", "tls",
-                                                   "auth", "timeouts", "max_response_bytes"}, s);
-      !st.ok()) {
-    return st;
-  }
+// The fields of one Vault cluster: `vault` itself, and `vault.secondary` (docs/secondary.md).
+absl::Status ParseVaultFields(const Section& s, VaultConfig& config) {
   if (absl::Status st = ParseAddresses(s, config.addresses); !st.ok()) return st;
   if (absl::Status st = GetString(s, "namespace", config.namespace_); !st.ok()) return st;
   if (!config.namespace_.empty()) {
-    if (absl::Status st = CheckMountPath("vault.namespace", config.namespace_); !st.ok()) {
+    if (absl::Status st = CheckMountPath(s.Key("namespace"), config.namespace_); !st.ok()) {
       return st;
     }
   }
@@ -816,7 +811,68 @@ absl::Status ParseVault(const Section& root, VaultConfig& config) {
   if (absl::Status st = GetUint(s, "max_response_bytes", config.max_response_bytes); !st.ok()) {
     return st;
   }
-  return CheckRange("vault.max_response_bytes", config.max_response_bytes, 4096, 67108864);
+  return CheckRange(s.Key("max_response_bytes"), config.max_response_bytes, 4096, 67108864);
+}
+
+// vault.secondary: a second, independent Vault cluster (docs/secondary.md). Absent: none.
+absl::Status ParseSecondary(const Section& vault, const VaultConfig& primary,
+                            std::optional<SecondaryConfig>& out) {
+  out.reset();
+  if (vault.Find("secondary") == nullptr) return absl::OkStatus();
+  Section s;
+  if (absl::Status st = SubSection(vault, "secondary",
+                                  {"addresses", "namespace", "transit", "tls", "auth", "timeouts",
+                                   "max_response_bytes", "policy", "decrypt_order"},
+                                  s);
+      !st.ok()) {
+    return st;
+  }
+  SecondaryConfig sc;
+  if (absl::Status st = ParseVaultFields(s, sc.vault); !st.ok()) return st;
+  // No default: `required` stops Encrypt during a secondary outage, `best_effort` accepts seeds
+  // only the primary can open; an operator has to choose.
+  if (s.Find("policy") == nullptr) {
+    return Error(Cat(s.Key("policy"), " is required (required or best_effort; docs/secondary.md)"));
+  }
+  if (absl::Status st = GetEnum<SecondaryPolicy>(
+          s, "policy", {{"required", SecondaryPolicy::kRequired},
+                        {"best_effort", SecondaryPolicy::kBestEffort}}, sc.policy);
+      !st.ok()) {
+    return st;
+  }
+  enum class Order { kPrimary, kSecondary };
+  Order order = Order::kPrimary;
+  if (absl::Status st = GetEnum<Order>(s, "decrypt_order", {{"primary_first", Order::kPrimary},
+                                                           {"secondary_first", Order::kSecondary}},
+                                       order);
+      !st.ok()) {
+    return st;
+  }
+  sc.secondary_first = order == Order::kSecondary;
+  // One cluster twice is no redundancy: an address in both lists is a configuration mistake.
+  for (size_t i = 0; i < sc.vault.addresses.size(); ++i) {
+    if (std::find(primary.addresses.begin(), primary.addresses.end(), sc.vault.addresses[i]) !=
+        primary.addresses.end()) {
+      return KeyError(Cat(s.Key("addresses"), "[", i, "]"),
+                      Cat(Quote(sc.vault.addresses[i]), " is also in ", vault.Key("addresses"),
+                          "; the secondary must be another Vault cluster"));
+    }
+  }
+  out = std::move(sc);
+  return absl::OkStatus();
+}
+
+absl::Status ParseVault(const Section& root, VaultConfig& config,
+                        std::optional<SecondaryConfig>& secondary) {
+  Section s;
+  if (absl::Status st = SubSection(root, "vault", {"addresses", "namespace", "transit", "tls",
+                                                   "auth", "timeouts", "max_response_bytes",
+                                                   "secondary"}, s);
+      !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = ParseVaultFields(s, config); !st.ok()) return st;
+  return ParseSecondary(s, config, secondary);
 }
 
 absl::Status ParseStatus(const Section& root, StatusConfig& status) {
@@ -1100,7 +1156,7 @@ absl::StatusOr<Config> ParseDocuments(const std::vector<YAML::Node>& docs) {
   }
   Config config;
   if (absl::Status st = ParseSocket(root, config.socket); !st.ok()) return st;
-  if (absl::Status st = ParseVault(root, config.vault); !st.ok()) return st;
+  if (absl::Status st = ParseVault(root, config.vault, config.secondary); !st.ok()) return st;
   if (absl::Status st = ParseStatus(root, config.status); !st.ok()) return st;
   if (absl::Status st = ParseLimits(root, config.limits); !st.ok()) return st;
   if (absl::Status st = ParseLog(root, config.log_level, config.log_queue_lines); !st.ok()) return st;

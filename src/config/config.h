@@ -54,6 +54,15 @@ struct VaultConfig {
   uint64_t max_response_bytes = 1 << 20;
 };
 
+// vault.secondary: a second, independent Vault cluster whose Transit key wraps every seed too
+// (docs/secondary.md). Parsed by the same rules as `vault`.
+enum class SecondaryPolicy { kRequired, kBestEffort };
+struct SecondaryConfig {
+  VaultConfig vault;
+  SecondaryPolicy policy = SecondaryPolicy::kRequired;  // vault.secondary.policy (required key)
+  bool secondary_first = false;  // vault.secondary.decrypt_order: secondary_first
+};
+
 struct StatusConfig {
   // One Vault request a minute when idle (docs/performance.md, "Idle Vault load").
   std::chrono::milliseconds refresh_period{60000};
@@ -104,6 +113,7 @@ struct PrivilegesConfig {
 struct Config {
   SocketConfig socket;
   VaultConfig vault;
+  std::optional<SecondaryConfig> secondary;  // vault.secondary; absent: one Vault cluster
   StatusConfig status;
   LimitsConfig limits;
   BindingConfig binding;

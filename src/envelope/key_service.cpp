@@ -88,7 +88,7 @@ TransitKeyService::TransitKeyService(vault::TransitClient& transit, Clock& clock
   }
   if (opts_.coalesce_decrypts) coalescer_ = std::make_unique<DecryptCoalescer>(clock_);
   if (opts_.state_file != nullptr) {
-    persisted_ = opts_.state_file->Find(identity_);
+    persisted_ = opts_.state_file->Find(opts_.state_entry_prefix + identity_);
     rollback_guard_ = RollbackGuard(
         persisted_, "the high-water mark is kept in state.file " + opts_.state_file->path() +
                         ": after that check, remove the file (or this key's entry) before the "
@@ -230,6 +230,7 @@ KeyState TransitKeyService::State() const {
   }
   s.rollbacks_detected = rollbacks_detected_;
   s.rollback_active = !rollback_.empty();
+  s.last_check_ok = last_ok_;
   return s;
 }
 
@@ -244,7 +245,7 @@ void TransitKeyService::PersistMark(const vault::KeyInfo& info) {
   }
   if (next == persisted_) return;
   // Outside mu_: an fsync must not hold up Encrypt or Status.
-  absl::Status st = opts_.state_file->Write(identity_, next);
+  absl::Status st = opts_.state_file->Write(opts_.state_entry_prefix + identity_, next);
   if (st.ok()) {
     persisted_ = std::move(next);
     if (!state_error_.empty()) log::Info("state.write", "state file written again", {{"file", opts_.state_file->path()}});

@@ -46,6 +46,9 @@ struct DecryptResult {
 struct HealthSnapshot {
   std::string healthz;  // "ok" or the reason it is not
   std::string key_id;   // empty until the first successful check
+  std::string detail = "";  // what an operator should know even when healthz is "ok"
+                        // (a degraded secondary Vault: docs/secondary.md); never sent to
+                        // kube-apiserver, shown by /readyz
 };
 
 class KeyService {
@@ -78,6 +81,7 @@ struct KeyState {
   std::optional<std::chrono::milliseconds> since_last_ok;  // unset: never succeeded
   uint64_t rollbacks_detected = 0;  // times a key rollback was newly detected (docs/rollback.md)
   bool rollback_active = false;     // Encrypt refused now because of one
+  bool last_check_ok = false;       // the last background check succeeded
 };
 
 // While the last background check failed, the next one comes after at most this long.
@@ -98,6 +102,9 @@ struct TransitKeyServiceOptions {
   // every raised mark is written there before Encrypt uses the new version. Null: memory only.
   // Not owned; outlives the service.
   StateFile* state_file = nullptr;
+  // Prefix of this key's entry in the state file: "" for the primary, "secondary:" for the
+  // vault.secondary cluster, whose key may have the same name (docs/formats.md section 5).
+  std::string state_entry_prefix;
 };
 
 class TransitKeyService final : public KeyService {

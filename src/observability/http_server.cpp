@@ -72,7 +72,8 @@ int HttpServer::Handle(mg_connection* conn, void* self_ptr) {
   }
   const auto& probe = uri == "/livez" ? self->handlers_.livez : self->handlers_.readyz;
   ProbeResult r = probe ? probe() : ProbeResult{false, "not configured"};
-  std::string body = r.ok ? "ok" : r.text;
+  // A healthy answer may carry a detail after "ok; " (a degraded secondary Vault).
+  std::string body = r.ok ? (r.text.rfind("ok; ", 0) == 0 ? r.text : "ok") : r.text;
   // One line, bounded: a reason, never a dump.
   for (char& c : body) {
     if (c == '\n' || c == '\r') c = ' ';

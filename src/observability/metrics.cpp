@@ -260,6 +260,23 @@ std::vector<prometheus::MetricFamily> CollectState() {
   out.push_back(OneValue("trousseau_transit_key_rollback",
                          "1 while Encrypt is refused because the Transit key was rolled back.",
                          MetricType::Gauge, s.key_rollback_active ? 1 : 0));
+  if (s.secondary_configured) {
+    out.push_back(OneValue("trousseau_secondary_up",
+                           "1 while the secondary Vault wraps new seeds (docs/secondary.md).",
+                           MetricType::Gauge, s.secondary_up ? 1 : 0));
+    out.push_back(OneValue("trousseau_primary_up",
+                           "1 while the primary Vault's last background check succeeded.",
+                           MetricType::Gauge, s.primary_up ? 1 : 0));
+    out.push_back(OneValue("trousseau_secondary_key_version",
+                           "Latest secondary Transit key version seen; 0 before the first.",
+                           MetricType::Gauge, static_cast<double>(s.secondary_key_version)));
+    out.push_back(OneValue("trousseau_secondary_unwrapped_total",
+                           "Seeds wrapped by the primary only because the secondary was down.",
+                           MetricType::Counter, static_cast<double>(s.secondary_unwrapped)));
+    out.push_back(OneValue("trousseau_secondary_fallbacks_total",
+                           "Decrypts answered from the secondary's copy: the primary was unavailable.",
+                           MetricType::Counter, static_cast<double>(s.secondary_fallbacks)));
+  }
   out.push_back(OneValue("trousseau_audit_records_dropped_total",
                          "Audit and log lines dropped because stderr stalled.",
                          MetricType::Counter, dropped ? static_cast<double>(dropped()) : 0));

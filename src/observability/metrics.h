@@ -74,6 +74,12 @@ struct RuntimeState {
   bool healthy = false;
   uint64_t key_rollbacks = 0;        // docs/rollback.md
   bool key_rollback_active = false;
+  // vault.secondary (docs/secondary.md); the families exist only when configured
+  bool secondary_configured = false;
+  bool secondary_up = false, primary_up = false;
+  int64_t secondary_key_version = 0;
+  uint64_t secondary_unwrapped = 0;  // seeds wrapped by the primary only (best_effort)
+  uint64_t secondary_fallbacks = 0;  // Decrypts answered from the secondary's copy
 };
 using StateProvider = std::function<RuntimeState()>;
 // Set once by main() before the listener starts; read on every scrape.

@@ -56,7 +56,7 @@ ProbeResult Readiness(const envelope::KeyService& keys,
     std::string t = token_problem();
     if (!t.empty()) return {false, t};
   }
-  return {true, "ok"};
+  return {true, h.detail.empty() ? "ok" : "ok; " + h.detail};
 }
 
 }  // namespace trousseau::observability

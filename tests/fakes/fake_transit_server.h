@@ -7,7 +7,11 @@
 // - a ciphertext of a version below min_decryption_version fails "too old";
 // - Hold(n): the next n requests block in Send until Release() (to line callers up behind one
 //   call in flight); WaitForHeld(k) waits until k requests are parked;
-// - FailNext(status, ...) answers the next matching requests with a whole-call error.
+// - FailNext(status, ...) answers the next matching requests with a whole-call error;
+// - SetDown(status): every request fails with that transport error until SetDown(OkStatus());
+// - GET .../keys/<key> answers latest_version, key_type and created[version];
+// - key_tag: ciphertexts carry it and decrypt only where it matches ("message authentication
+//   failed" elsewhere), as two clusters' keys would; "" (default) accepts any.
 // Records every request (path, item count, key_version per item, deadline). Thread-safe.
 #pragma once
 
@@ -16,6 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -43,6 +48,14 @@ class FakeTransitServer final : public vault::HttpTransport {
   int64_t latest_version = 1;
   int64_t min_decryption_version = 1;
   bool ignore_key_version = false;  // answer in latest_version whatever was asked
+  std::string key_type = "aes256-gcm96";
+  std::string key_tag;               // see above
+  std::map<int64_t, std::string> created{{1, "1700000000"}};
+
+  void SetDown(absl::Status st) {
+    std::lock_guard<std::mutex> g(mu_);
+    down_ = std::move(st);
+  }
 
   static std::string Ct(int64_t version, std::string_view plaintext) {
     std::string sealed(12, '\0');
@@ -109,6 +122,16 @@ class FakeTransitServer final : public vault::HttpTransport {
     std::unique_lock<std::mutex> g(mu_);
     requests_.push_back(rec);
     cv_.notify_all();
+    if (!down_.ok()) return down_;
+    if (request.method == vault::HttpRequest::Method::kGet &&
+        request.path.find("/keys/") != std::string::npos) {
+      json keys = json::object();
+      for (const auto& [v, t] : created) keys[std::to_string(v)] = std::stoll(t);
+      return Answer(200, json{{"data", {{"latest_version", latest_version},
+                                        {"min_decryption_version", min_decryption_version},
+                                        {"type", key_type},
+                                        {"keys", keys}}}});
+    }
     if (hold_ > 0) {
       --hold_;
       ++held_;
@@ -158,7 +181,7 @@ class FakeTransitServer final : public vault::HttpTransport {
     if (v > latest_version) {
       return {{"error", "requested version for encryption is higher than the latest key version"}};
     }
-    return {{"ciphertext", Ct(v, pt)}, {"key_version", v}};
+    return {{"ciphertext", Ct(v, key_tag + pt)}, {"key_version", v}};
   }
 
   nlohmann::json DecryptOne(const nlohmann::json& it) const {
@@ -171,7 +194,14 @@ class FakeTransitServer final : public vault::HttpTransport {
     }
     const std::string sealed = Unb64(ct.substr(colon + 1));
     if (sealed.size() < 28) return {{"error", "cipher: message authentication failed"}};
-    return {{"plaintext", base64::Encode(sealed.substr(12, sealed.size() - 28))}};
+    std::string pt = sealed.substr(12, sealed.size() - 28);
+    if (!key_tag.empty()) {
+      if (pt.compare(0, key_tag.size(), key_tag) != 0) {
+        return {{"error", "cipher: message authentication failed"}};
+      }
+      pt = pt.substr(key_tag.size());
+    }
+    return {{"plaintext", base64::Encode(pt)}};
   }
 
   static std::string Unb64(const std::string& s) {
@@ -191,6 +221,7 @@ class FakeTransitServer final : public vault::HttpTransport {
   std::condition_variable cv_;
   std::vector<TransitRequest> requests_;
   std::deque<Failure> failures_;
+  absl::Status down_;
   int hold_ = 0;
   int held_ = 0;
   bool released_ = false;

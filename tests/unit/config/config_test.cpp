@@ -999,3 +999,94 @@ TEST_CASE("a config that is not UTF-8 is refused, naming the byte (found by fuzz
 }
 }  // namespace
 }  // namespace trousseau::config
+
+// ---- vault.secondary (docs/secondary.md) ----------------------------------------------------
+
+namespace trousseau::config {
+namespace {
+
+// kMinimal plus a vault.secondary block (lines indented by 4), before `transit:`.
+std::string WithSecondary(const std::string& lines) {
+  return WithVault("  secondary:\n" + lines);
+}
+
+const std::string kSecondary =
+    "    addresses: [https://vault-b.example.internal:8200]\n"
+    "    transit: {mount: transit-dr, key: kubernetes-dr}\n"
+    "    tls: {ca_file: /etc/trousseau/vault-b-ca.pem, client_cert_file: /etc/trousseau/b.crt,"
+    " client_key_file: /etc/trousseau/b.key}\n"
+    "    auth: {method: approle, role_id_file: /etc/trousseau/b-role, secret_id_file: "
+    "/etc/trousseau/b-secret}\n";
+
+TEST_CASE("without vault.secondary there is none") {
+  CHECK_FALSE(MustParse(kMinimal).secondary.has_value());
+}
+
+TEST_CASE("vault.secondary is parsed by the vault rules, with its own everything") {
+  const Config c = MustParse(WithSecondary(kSecondary + "    policy: best_effort\n"
+                                           "    namespace: team-b\n"
+                                           "    timeouts: {connect: 1s, request: 2s}\n"));
+  REQUIRE(c.secondary.has_value());
+  const SecondaryConfig& s = *c.secondary;
+  CHECK(s.policy == SecondaryPolicy::kBestEffort);
+  CHECK_FALSE(s.secondary_first);
+  CHECK(s.vault.addresses == std::vector<std::string>{"https://vault-b.example.internal:8200"});
+  CHECK(s.vault.transit_mount == "transit-dr");
+  CHECK(s.vault.transit_key == "kubernetes-dr");
+  CHECK(s.vault.namespace_ == "team-b");
+  CHECK(s.vault.tls.ca_file == "/etc/trousseau/vault-b-ca.pem");
+  CHECK(s.vault.tls.client_cert_file == "/etc/trousseau/b.crt");
+  CHECK(s.vault.auth.method == AuthMethod::kAppRole);
+  CHECK(s.vault.auth.secret_id_file == "/etc/trousseau/b-secret");
+  CHECK(s.vault.connect_timeout == 1s);
+  CHECK(s.vault.request_timeout == 2s);
+  // The primary is untouched.
+  CHECK(c.vault.transit_key == "kubernetes");
+  CHECK(c.vault.auth.method == AuthMethod::kToken);
+  const Config r = MustParse(WithSecondary(kSecondary + "    policy: required\n"
+                                           "    decrypt_order: secondary_first\n"));
+  CHECK(r.secondary->policy == SecondaryPolicy::kRequired);
+  CHECK(r.secondary->secondary_first);
+}
+
+TEST_CASE("vault.secondary errors name the vault.secondary key") {
+  const std::string p = "    policy: required\n";
+  CHECK_THAT(ErrorOf(WithSecondary(kSecondary)), Contains("vault.secondary.policy is required"));
+  CHECK_THAT(ErrorOf(WithSecondary(kSecondary + "    policy: sometimes\n")),
+             Contains("vault.secondary.policy: must be one of required, best_effort"));
+  CHECK_THAT(ErrorOf(WithSecondary(kSecondary + p + "    decrypt_order: random\n")),
+             Contains("vault.secondary.decrypt_order: must be one of"));
+  CHECK_THAT(ErrorOf(WithSecondary(kSecondary + p + "    secondary: {}\n")),
+             Contains("unknown key \"vault.secondary.secondary\""));
+  CHECK_THAT(ErrorOf(WithSecondary(Replace(kSecondary, "    addresses: [https://vault-b.example.internal:8200]\n", "") + p)),
+             Contains("vault.secondary.addresses is required"));
+  CHECK_THAT(ErrorOf(WithSecondary(Replace(kSecondary, "https://vault-b", "http://vault-b") + p)),
+             Contains("vault.secondary.addresses[0]"));
+  CHECK_THAT(ErrorOf(WithSecondary(Replace(kSecondary, "key: kubernetes-dr", "key: \"../x\"") + p)),
+             Contains("vault.secondary.transit.key: must match"));
+  CHECK_THAT(ErrorOf(WithSecondary(Replace(kSecondary, "ca_file: /etc/trousseau/vault-b-ca.pem, ", "") + p)),
+             Contains("vault.secondary.tls.ca_file is required"));
+  CHECK_THAT(ErrorOf(WithSecondary(Replace(kSecondary, " client_key_file: /etc/trousseau/b.key", "") + p)),
+             Contains("vault.secondary.tls.client_key_file is required when vault.secondary.tls.client_cert_file"));
+  CHECK_THAT(ErrorOf(WithSecondary(Replace(kSecondary, "method: approle", "method: magic") + p)),
+             Contains("vault.secondary.auth.method: must be one of"));
+  CHECK_THAT(ErrorOf(WithSecondary(Replace(kSecondary, "role_id_file: /etc/trousseau/b-role", "role_id_file: relative") + p)),
+             Contains("vault.secondary.auth.role_id_file: must be an absolute path"));
+  CHECK_THAT(ErrorOf(WithSecondary(kSecondary + p + "    timeouts: {request: 1ms}\n")),
+             Contains("vault.secondary.timeouts.request: must be between"));
+  CHECK_THAT(ErrorOf(WithSecondary(kSecondary + p + "    max_response_bytes: 1\n")),
+             Contains("vault.secondary.max_response_bytes: must be between"));
+  CHECK_THAT(ErrorOf(WithSecondary("    - not a mapping\n")),
+             Contains("vault.secondary: expected a mapping"));
+}
+
+TEST_CASE("vault.secondary must be another cluster: no shared address") {
+  const std::string shared = Replace(kSecondary, "https://vault-b.example.internal:8200",
+                                     "https://VAULT.example.internal:8200");
+  CHECK_THAT(ErrorOf(WithSecondary(shared + "    policy: required\n")),
+             Contains("vault.secondary.addresses[0]: \"https://vault.example.internal:8200\" is also "
+                      "in vault.addresses"));
+}
+
+}  // namespace
+}  // namespace trousseau::config

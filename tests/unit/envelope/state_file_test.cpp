@@ -271,10 +271,12 @@ std::string KeyBody(int latest) {
 }
 
 struct Plugin {
-  explicit Plugin(StateFile* state) : keys(transit, clock, Opts(state)) {}
-  static TransitKeyServiceOptions Opts(StateFile* state) {
+  explicit Plugin(StateFile* state, std::string entry_prefix = "")
+      : keys(transit, clock, Opts(state, std::move(entry_prefix))) {}
+  static TransitKeyServiceOptions Opts(StateFile* state, std::string entry_prefix) {
     TransitKeyServiceOptions o;
     o.state_file = state;
+    o.state_entry_prefix = std::move(entry_prefix);
     return o;
   }
   fakes::FakeHttpTransport http;
@@ -369,6 +371,34 @@ TEST_CASE("every raised mark reaches the file; an unchanged one is not rewritten
   CHECK(first.st_ino != second.st_ino);
   CHECK(json::parse(Slurp(dir.File()))["keys"]["transit/kubernetes"]["high_version"] == 2);
   CHECK(dir.Entries() == std::set<std::string>{"state.json"});
+}
+
+TEST_CASE("the secondary cluster's key has its own entry, even under the same name", "[state]") {
+  // Both clusters call their key transit/kubernetes; the secondary's is at version 1, created
+  // at another time. Sharing one entry would make each look like a rollback of the other.
+  TempDir dir;
+  const std::string secondary_body =
+      json{{"data", {{"latest_version", 1}, {"type", "aes256-gcm96"}, {"keys", {{"1", 1800000001}}}}}}
+          .dump();
+  for (int start = 0; start < 2; ++start) {  // the second pass is a restart from the file
+    INFO("start " << start);
+    auto sf = StateFile::Open(dir.File(), geteuid());
+    REQUIRE(sf.ok());
+    Plugin primary(sf->get());
+    Plugin secondary(sf->get(), "secondary:");
+    primary.http.Respond(fakes::Method::kGet, kKeys, 200, KeyBody(3));
+    secondary.http.Respond(fakes::Method::kGet, kKeys, 200, secondary_body);
+    primary.keys.RefreshOnce();
+    secondary.keys.RefreshOnce();
+    CHECK(primary.keys.Health().healthz == "ok");
+    CHECK(secondary.keys.Health().healthz == "ok");
+    CHECK_FALSE(primary.keys.State().rollback_active);
+    CHECK_FALSE(secondary.keys.State().rollback_active);
+  }
+  const json written = json::parse(Slurp(dir.File()));
+  CHECK(written["keys"]["transit/kubernetes"]["high_version"] == 3);
+  CHECK(written["keys"]["secondary:transit/kubernetes"]["high_version"] == 1);
+  CHECK(written["keys"]["secondary:transit/kubernetes"]["created"]["1"] == "1800000001");
 }
 
 }  // namespace trousseau::envelope

@@ -117,6 +117,13 @@ TEST_CASE("/readyz and /healthz follow the KeyService's health, with a one-line 
   CHECK(Body(r) == "ok\n");
   CHECK(Body(Get(f.port(), "/healthz")) == "ok\n");
 
+  // Healthy but degraded (a secondary Vault down, docs/secondary.md): 200 with the detail.
+  f.keys.SetHealth({"ok", "transit/k:v1|unwrapped", "secondary Vault https://b:8200 unavailable"});
+  r = Get(f.port(), "/readyz");
+  CHECK_THAT(r, StartsWith("HTTP/1.1 200"));
+  CHECK(Body(r) == "ok; secondary Vault https://b:8200 unavailable\n");
+  f.keys.SetHealth({"ok", "transit/k:v1"});
+
   // The token source's own view counts too; a multi-line reason is folded onto one line.
   f.token_problem = "token invalid: Vault login failed:\npermission denied";
   r = Get(f.port(), "/readyz");

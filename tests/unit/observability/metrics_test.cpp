@@ -176,6 +176,30 @@ TEST_CASE("the exposition holds the agreed families, counted and read at scrape 
   metrics::SetAuditDroppedSource(nullptr);
 }
 
+TEST_CASE("the secondary Vault families exist only when one is configured", "[metrics][secondary]") {
+  metrics::SetStateProvider([] { return metrics::RuntimeState{}; });
+  CHECK_THAT(metrics::Exposition(), !Contains("trousseau_secondary_"));
+  CHECK_THAT(metrics::Exposition(), !Contains("trousseau_primary_up"));
+  metrics::SetStateProvider([] {
+    metrics::RuntimeState s;
+    s.secondary_configured = true;
+    s.secondary_up = false;
+    s.primary_up = true;
+    s.secondary_key_version = 7;
+    s.secondary_unwrapped = 3;
+    s.secondary_fallbacks = 11;
+    return s;
+  });
+  const std::string text = metrics::Exposition();
+  CHECK(Sample(text, "trousseau_secondary_up") == 0);
+  CHECK(Sample(text, "trousseau_primary_up") == 1);
+  CHECK(Sample(text, "trousseau_secondary_key_version") == 7);
+  CHECK(Sample(text, "trousseau_secondary_unwrapped_total") == 3);
+  CHECK(Sample(text, "trousseau_secondary_fallbacks_total") == 11);
+  CHECK_THAT(text, Contains("# TYPE trousseau_secondary_fallbacks_total counter"));
+  metrics::SetStateProvider(nullptr);
+}
+
 TEST_CASE("the TLS library's short name") {
   CHECK(metrics::ShortTlsLibraryName("OpenSSL 3.0.17 1 Jul 2025") == "OpenSSL 3.0.17");
   CHECK(metrics::ShortTlsLibraryName("OpenSSL 3.5.0") == "OpenSSL 3.5.0");
