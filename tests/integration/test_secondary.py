@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+import tempfile
 import threading
 import time
 import urllib.request
@@ -23,8 +24,10 @@ ANN = "secondary.trousseau.io"
 
 
 def _server(it_dir, pki, name):
-    d = os.path.join(it_dir, name)
-    os.makedirs(d, mode=0o755, exist_ok=True)
+    # A new directory each time: this module's fixture and test_e2e_secondary.py's (which imports
+    # it) run in one session, and a second OpenBao on the first one's raft storage would start
+    # initialised and sealed.
+    d = tempfile.mkdtemp(prefix=name + "-", dir=it_dir)
     os.chmod(d, 0o755)
     s = OpenBao(d, pki)
     try:
