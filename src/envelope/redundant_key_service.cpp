@@ -146,7 +146,9 @@ absl::StatusOr<EncryptResult> RedundantKeyService::Encrypt(std::string_view plai
     const Deadline d2 = opts_.policy == SecondaryPolicy::kBestEffort ? Part(clock_, deadline, 2, 3)
                                                                      : deadline;
     try {
-      worker = std::thread([&] { second = secondary_.Encrypt(plaintext, d2); });
+      // d2 by value: it goes out of scope at the end of this block, before the join.
+      worker = std::thread(
+          [this, &second, plaintext, d2] { second = secondary_.Encrypt(plaintext, d2); });
     } catch (const std::system_error&) {
       second = secondary_.Encrypt(plaintext, d2);  // no thread to spare: one after the other
     }
