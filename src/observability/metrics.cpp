@@ -112,6 +112,10 @@ struct Families {
       .Name("trousseau_vault_failovers_total")
       .Help("Times a Vault node failed or was unavailable and the next address was tried.")
       .Register(*registry).Add({});
+  Gauge& vault_waiting = prometheus::BuildGauge()
+      .Name("trousseau_vault_requests_waiting")
+      .Help("Vault requests waiting for one of the slots for concurrent Vault requests.")
+      .Register(*registry).Add({});
   Counter& redirects_refused = prometheus::BuildCounter()
       .Name("trousseau_vault_redirects_refused_total")
       .Help("Standby redirects not followed because the target is not in vault.addresses.")
@@ -441,6 +445,9 @@ void ObserveVault(std::string_view path, std::string_view node, long http_status
 }
 
 void VaultFailover() { F().failovers.Increment(); }
+
+VaultRequestWaiting::VaultRequestWaiting() { F().vault_waiting.Increment(); }
+VaultRequestWaiting::~VaultRequestWaiting() { F().vault_waiting.Decrement(); }
 
 void ObserveVaultBatch(std::string_view op, size_t items) {
   static const Histogram::BucketBoundaries buckets = {1, 2, 4, 8, 16, 32, 64, 128};
