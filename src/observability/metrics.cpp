@@ -156,14 +156,6 @@ Families& F() {
 
 bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
-// Label value from a fixed list, or "other".
-std::string_view OneOf(std::string_view v, std::initializer_list<std::string_view> allowed) {
-  for (auto a : allowed) {
-    if (a == v) return a;
-  }
-  return "other";
-}
-
 // ---- scrape-time families --------------------------------------------------------------------
 
 prometheus::MetricFamily OneValue(const std::string& name, const std::string& help,
@@ -451,8 +443,12 @@ VaultRequestWaiting::~VaultRequestWaiting() { F().vault_waiting.Decrement(); }
 
 void ObserveVaultBatch(std::string_view op, size_t items) {
   static const Histogram::BucketBoundaries buckets = {1, 2, 4, 8, 16, 32, 64, 128};
-  F().vault_batch_size.Add({{"op", std::string(OneOf(op, {"encrypt", "decrypt"}))}}, buckets)
-      .Observe(static_cast<double>(items));
+  static constexpr std::string_view kOps[] = {"encrypt", "decrypt", "other"};
+  static HandleCache<Histogram, std::size(kOps), 1, 1> sizes;
+  const size_t o = IndexOf(op, kOps);
+  sizes.Get(o, 0, 0, [&] {
+    return &F().vault_batch_size.Add({{"op", std::string(kOps[o])}}, buckets);
+  }).Observe(static_cast<double>(items));
 }
 
 void KmsCoalesced() { F().kms_coalesced.Increment(); }

@@ -204,6 +204,17 @@ TEST_CASE("cached metric handles: every call counted in its own series, from man
   CHECK(Sample(text, R"(trousseau_vault_requests_total{endpoint="renew_self",node="https://cache-a.test:8200",status_class="5xx"})") == 2000);
   CHECK(Sample(text, R"(trousseau_vault_request_duration_seconds_count{endpoint="renew_self"})") == 2000);
 
+  // The batch size histogram, by op (anything else is "other").
+  for (int i = 0; i < 3; ++i) metrics::ObserveVaultBatch("decrypt", 5);
+  metrics::ObserveVaultBatch("rewrap", 2);
+  text = metrics::Exposition();
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_count{op="decrypt"})") == 3);
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_sum{op="decrypt"})") == 15);
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_bucket{op="decrypt",le="4"})") == 0);
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_bucket{op="decrypt",le="8"})") == 3);
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_count{op="other"})") == 1);
+  CHECK_THAT(text, !Contains("rewrap"));
+
   // New addresses: the old one is no longer a label value (it counts as "other"), the new one is.
   metrics::SetVaultNodes({node_b});
   const double other_before = std::max(0.0, Sample(text, R"(trousseau_vault_requests_total{endpoint="renew_self",node="other",status_class="5xx"})"));
