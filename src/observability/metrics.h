@@ -45,6 +45,15 @@ void SetVaultNodes(const std::vector<std::string>& nodes);
 // `path` is the request path; only its endpoint class becomes a label, never the path itself.
 void ObserveVault(std::string_view path, std::string_view node, long http_status, double seconds);
 void VaultFailover();
+// Counts a request in trousseau_vault_requests_waiting while it waits for one of the transport's
+// slots for concurrent Vault requests (vault::CurlTransport::kMaxInFlight), summed over transports.
+class VaultRequestWaiting {
+ public:
+  VaultRequestWaiting();
+  ~VaultRequestWaiting();
+  VaultRequestWaiting(const VaultRequestWaiting&) = delete;
+  VaultRequestWaiting& operator=(const VaultRequestWaiting&) = delete;
+};
 void VaultRedirectRefused();
 void VaultRedirectFollowed();
 

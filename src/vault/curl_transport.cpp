@@ -357,6 +357,7 @@ CurlTransport::Handle* CurlTransport::Acquire(SteadyTime until, absl::Status* wh
       ++in_flight_;
     } else {
       Waiter w;
+      metrics::VaultRequestWaiting waiting;  // trousseau_vault_requests_waiting, until it leaves
       waiters_.push_back(&w);
       while (!w.granted) {
         if (w.cv.wait_until(lock, until) == std::cv_status::timeout && !w.granted) {

@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "observability/metrics.h"
 
@@ -198,6 +200,54 @@ TEST_CASE("the secondary Vault families exist only when one is configured", "[me
   CHECK(Sample(text, "trousseau_secondary_fallbacks_total") == 11);
   CHECK_THAT(text, Contains("# TYPE trousseau_secondary_fallbacks_total counter"));
   metrics::SetStateProvider(nullptr);
+}
+
+TEST_CASE("cached metric handles: every call counted in its own series, from many threads, and "
+          "the node label follows the configured addresses", "[metrics]") {
+  // The handles of each label combination are looked up once and kept; calls from several
+  // threads at once (the first ones racing to fill the cache) all count, each in its series.
+  const std::string node_a = "https://cache-a.test:8200", node_b = "https://cache-b.test:8200";
+  metrics::SetVaultNodes({node_a});
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&node_a] {
+      for (int i = 0; i < 500; ++i) {
+        metrics::KmsInFlight busy("v1beta1", "Version");
+        metrics::ObserveKms("v1beta1", "Version", "DATA_LOSS", 0.0001);
+        metrics::ObserveKms("v1beta1", "Version", "ABORTED", 0.0001);
+        metrics::ObserveVault("/v1/auth/token/renew-self", node_a, 503, 0.001);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::string text = metrics::Exposition();
+  CHECK(Sample(text, R"(trousseau_kms_requests_total{api="v1beta1",code="DATA_LOSS",method="Version"})") == 2000);
+  CHECK(Sample(text, R"(trousseau_kms_requests_total{api="v1beta1",code="ABORTED",method="Version"})") == 2000);
+  CHECK(Sample(text, R"(trousseau_kms_request_duration_seconds_count{api="v1beta1",method="Version"})") == 4000);
+  CHECK(Sample(text, R"(trousseau_kms_in_flight_requests{api="v1beta1",method="Version"})") == 0);
+  CHECK(Sample(text, R"(trousseau_vault_requests_total{endpoint="renew_self",node="https://cache-a.test:8200",status_class="5xx"})") == 2000);
+  CHECK(Sample(text, R"(trousseau_vault_request_duration_seconds_count{endpoint="renew_self"})") == 2000);
+
+  // The batch size histogram, by op (anything else is "other").
+  for (int i = 0; i < 3; ++i) metrics::ObserveVaultBatch("decrypt", 5);
+  metrics::ObserveVaultBatch("rewrap", 2);
+  text = metrics::Exposition();
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_count{op="decrypt"})") == 3);
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_sum{op="decrypt"})") == 15);
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_bucket{op="decrypt",le="4"})") == 0);
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_bucket{op="decrypt",le="8"})") == 3);
+  CHECK(Sample(text, R"(trousseau_vault_batch_size_count{op="other"})") == 1);
+  CHECK_THAT(text, !Contains("rewrap"));
+
+  // New addresses: the old one is no longer a label value (it counts as "other"), the new one is.
+  metrics::SetVaultNodes({node_b});
+  const double other_before = std::max(0.0, Sample(text, R"(trousseau_vault_requests_total{endpoint="renew_self",node="other",status_class="5xx"})"));
+  metrics::ObserveVault("/v1/auth/token/renew-self", node_a, 503, 0.001);
+  metrics::ObserveVault("/v1/auth/token/renew-self", node_b, 503, 0.001);
+  text = metrics::Exposition();
+  CHECK(Sample(text, R"(trousseau_vault_requests_total{endpoint="renew_self",node="https://cache-a.test:8200",status_class="5xx"})") == 2000);
+  CHECK(Sample(text, R"(trousseau_vault_requests_total{endpoint="renew_self",node="other",status_class="5xx"})") == other_before + 1);
+  CHECK(Sample(text, R"(trousseau_vault_requests_total{endpoint="renew_self",node="https://cache-b.test:8200",status_class="5xx"})") == 1);
 }
 
 TEST_CASE("the TLS library's short name") {

@@ -26,6 +26,7 @@
 #include "fakes/temp_dir.h"
 #include "fakes/test_pki.h"
 #include "fakes/tls_test_server.h"
+#include "observability/metrics.h"
 #include "vault/curl_transport.h"
 
 namespace trousseau::vault {
@@ -351,6 +352,15 @@ TEST_CASE("CurlTransport times out a node that does not answer", "[curl][tls][ne
   CHECK_THAT(std::string(r.status().message()), Contains("timed out after"));
 }
 
+// trousseau_vault_requests_waiting as /metrics shows it.
+double RequestsWaiting() {
+  const std::string text = trousseau::metrics::Exposition();
+  const std::string key = "\ntrousseau_vault_requests_waiting ";
+  const size_t at = text.find(key);
+  REQUIRE(at != std::string::npos);
+  return std::stod(text.substr(at + key.size()));
+}
+
 TEST_CASE("CurlTransport keeps at most kMaxInFlight requests at Vault; others wait, not past "
           "their deadline", "[curl][tls][negative]") {
   Pki pki;
@@ -388,6 +398,27 @@ TEST_CASE("CurlTransport keeps at most kMaxInFlight requests at Vault; others wa
   CHECK(waited >= 400ms);  // it waited for a slot until its deadline less the margin
   CHECK(waited < 600ms + 2s);
   CHECK(t->RequestsInFlight() == kCap);  // the refused one took no slot
+  CHECK(RequestsWaiting() == 0);
+
+  // trousseau_vault_requests_waiting counts the requests in the queue while they wait, and drops
+  // back to 0 when they leave it.
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 2; ++i) {
+    waiters.emplace_back([&t] {
+      HttpRequest w = Req(HttpRequest::Method::kGet, "/v1/sys/health");
+      w.deadline = std::chrono::steady_clock::now() + 2500ms;
+      (void)t->Send(w);  // DEADLINE_EXCEEDED: every slot stays taken
+    });
+  }
+  double most = 0;
+  const auto poll_until = std::chrono::steady_clock::now() + 2s;
+  while (most < 2 && std::chrono::steady_clock::now() < poll_until) {
+    most = std::max(most, RequestsWaiting());
+    std::this_thread::sleep_for(2ms);
+  }
+  CHECK(most == 2);
+  for (auto& w : waiters) w.join();
+  CHECK(RequestsWaiting() == 0);
 
   for (auto& h : holders) h.join();
   CHECK(t->RequestsInFlight() == 0);  // every slot given back
