@@ -15,7 +15,8 @@ import time
 import pytest
 
 from test_core import wait_ok
-from test_e2e import BIN_DIR, BUILD_TIMEOUT, E2E_DIR, TEST_TIMEOUT, VERSION_LDFLAGS, _go, _run
+from test_e2e import E2E_DIR, TEST_TIMEOUT, _go
+from test_e2e_ha import build_e2e_binaries
 from test_secondary import baos, start, two_baos, wipe_and_recreate  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.plugin, pytest.mark.slow, pytest.mark.e2e]
@@ -28,21 +29,10 @@ def test_secrets_read_after_the_primary_vault_is_replaced(plugin_factory, baos, 
     a, b = baos
     pl = start(plugin_factory, a, b, policy="best_effort")
     assert "|" in wait_ok(pl).key_id
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(go) + os.pathsep + env.get("PATH", "")
-    env["CGO_ENABLED"] = "0"
-    os.makedirs(BIN_DIR, exist_ok=True)
-    for name in ("kube-apiserver", "etcd"):
-        rc, out, secs = _run([go, "build", "-ldflags", VERSION_LDFLAGS,
-                              "-o", os.path.join(BIN_DIR, name), f"./cmd/{name}"],
-                             env, BUILD_TIMEOUT, f"go build ./cmd/{name}")
-        print(f"\n[e2e] go build ./cmd/{name}: {secs:.0f} s")
-        assert rc == 0, out
+    go, env = build_e2e_binaries()  # also sets TROUSSEAU_E2E_{APISERVER,ETCD}_BIN
     sig = tempfile.mkdtemp(prefix="secondary-signal-", dir=it_dir)
     env["TROUSSEAU_SECONDARY_SOCKET"] = pl.socket_path
     env["TROUSSEAU_SECONDARY_SIGNAL_DIR"] = sig
-    env["TROUSSEAU_E2E_APISERVER_BIN"] = os.path.join(BIN_DIR, "kube-apiserver")
-    env["TROUSSEAU_E2E_ETCD_BIN"] = os.path.join(BIN_DIR, "etcd")
     log = os.path.join(it_dir, "e2e-secondary.out")
     t0 = time.monotonic()
     with open(log, "w") as out_f:
