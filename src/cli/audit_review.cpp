@@ -143,6 +143,11 @@ std::optional<Micros> ParseRfc3339(std::string_view s) {
   if (pos != s.size()) return std::nullopt;
   const int64_t days = DaysFromCivil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
   const int64_t secs = days * 86400 + h * 3600 + mi * 60 + std::min(se, 59) - offset_s;
+  // Only instants FormatRfc3339 can write back: 1970-01-01T00:00:00Z up to the end of year 9999
+  // UTC. An offset can push "0000-01-01T00:00:00+01:00" before year 0 or "9999-12-31T23:59:59-01:00"
+  // into year 10000; before 1970, ms truncation and floor would also disagree.
+  constexpr int64_t kYear10000 = 253402300800LL;  // 10000-01-01T00:00:00Z in Unix seconds
+  if (secs < 0 || secs >= kYear10000) return std::nullopt;
   return secs * 1000000 + frac_us;
 }
 

@@ -19,7 +19,8 @@ namespace trousseau::cli::audit {
 
 using Micros = int64_t;  // microseconds since the Unix epoch, UTC
 
-// RFC 3339 ("2026-12-01T20:57:39.123456Z", "...+02:00", up to nanoseconds); nullopt if not.
+// RFC 3339 ("2026-12-01T20:57:39.123456Z", "...+02:00", up to nanoseconds); nullopt if not, or
+// if the instant lies before 1970-01-01T00:00:00Z or after year 9999 UTC.
 std::optional<Micros> ParseRfc3339(std::string_view text);
 // "2026-12-01T20:57:39.123Z" (milliseconds).
 std::string FormatRfc3339(Micros t);

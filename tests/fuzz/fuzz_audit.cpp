@@ -29,8 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (auto t = ParseRfc3339(in.substr(0, 64)); t) {
     auto back = ParseRfc3339(FormatRfc3339(*t));
     FUZZ_CHECK(back.has_value(), "FormatRfc3339 output does not parse: " + FormatRfc3339(*t));
-    FUZZ_CHECK(*back / 1000 == *t / 1000 || (*t < 0 && *back <= *t),
-               "RFC 3339 round trip: " + FormatRfc3339(*t));
+    FUZZ_CHECK(*t >= 0, "ParseRfc3339 returned a time before 1970");
+    FUZZ_CHECK(*back / 1000 == *t / 1000, "RFC 3339 round trip: " + FormatRfc3339(*t));
   }
 
   Reader reader(since, until);
