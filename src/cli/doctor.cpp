@@ -129,26 +129,47 @@ std::string FormatJson(const std::vector<Check>& checks) {
 
 // ---- files ---------------------------------------------------------------------------------------
 
-std::vector<NamedFile> FilesOf(const config::Config& cfg) {
-  std::vector<NamedFile> out;
-  const auto& t = cfg.vault.tls;
-  out.push_back({"vault.tls.ca_file", t.ca_file, FileKind::kPublic});
+namespace {
+
+void AddFilesOf(const config::VaultConfig& v, const std::string& section,
+                std::vector<NamedFile>& out) {
+  const auto& t = v.tls;
+  out.push_back({section + ".tls.ca_file", t.ca_file, FileKind::kPublic});
   if (!t.client_cert_file.empty()) {
-    out.push_back({"vault.tls.client_cert_file", t.client_cert_file, FileKind::kPublic});
+    out.push_back({section + ".tls.client_cert_file", t.client_cert_file, FileKind::kPublic});
   }
   if (!t.client_key_file.empty()) {
-    out.push_back({"vault.tls.client_key_file", t.client_key_file, FileKind::kSecret});
+    out.push_back({section + ".tls.client_key_file", t.client_key_file, FileKind::kSecret});
   }
-  const auto& a = cfg.vault.auth;
-  if (!a.token_file.empty()) out.push_back({"vault.auth.token_file", a.token_file, FileKind::kSecret});
+  const auto& a = v.auth;
+  if (!a.token_file.empty()) out.push_back({section + ".auth.token_file", a.token_file, FileKind::kSecret});
   if (!a.role_id_file.empty()) {
-    out.push_back({"vault.auth.role_id_file", a.role_id_file, FileKind::kCredential});
+    out.push_back({section + ".auth.role_id_file", a.role_id_file, FileKind::kCredential});
   }
   if (!a.secret_id_file.empty()) {
-    out.push_back({"vault.auth.secret_id_file", a.secret_id_file, FileKind::kSecret});
+    out.push_back({section + ".auth.secret_id_file", a.secret_id_file, FileKind::kSecret});
   }
-  if (!a.jwt_file.empty()) out.push_back({"vault.auth.jwt_file", a.jwt_file, FileKind::kSecret});
+  if (!a.jwt_file.empty()) out.push_back({section + ".auth.jwt_file", a.jwt_file, FileKind::kSecret});
+}
+
+}  // namespace
+
+std::vector<NamedFile> FilesOf(const config::Config& cfg) {
+  std::vector<NamedFile> out;
+  AddFilesOf(cfg.vault, "vault", out);
+  if (cfg.secondary) AddFilesOf(cfg.secondary->vault, "vault.secondary", out);
   return out;
+}
+
+std::string Cluster::ApiName(const std::string& primary_name) const {
+  if (!secondary) return primary_name;
+  std::string rest = primary_name;
+  if (rest.rfind("vault ", 0) == 0) rest = rest.substr(6);
+  return "secondary vault " + Join(vault->addresses, ",") + " " + rest;
+}
+
+std::string Cluster::NodeName(const std::string& node, const std::string& what) const {
+  return std::string(secondary ? "secondary " : "") + "vault " + node + " " + what;
 }
 
 unsigned AccessFor(const struct stat& st, const RuntimeIdentity& who) {
@@ -204,7 +225,7 @@ Check CheckFile(const NamedFile& f, const RuntimeIdentity& who) {
   }
   // Login credentials are read again after the privilege drop, the TLS files only when they are
   // reloaded after a change (they are read at start, as root when started as root).
-  const bool reread = f.key.rfind("vault.auth.", 0) == 0;
+  const bool reread = f.key.find(".auth.") != std::string::npos;
   if (const std::string dir = UnsearchableDir(f.path, who); !dir.empty()) {
     const std::string d = facts + ": directory " + dir + " is not searchable by uid " +
                           std::to_string(who.uid);
@@ -312,7 +333,7 @@ Check CheckSeccompProfile(const std::string& path, const std::string& expected) 
 
 // ---- Vault answers -------------------------------------------------------------------------------
 
-Check EvaluateHealth(const std::string& node, const json& h) {
+Check EvaluateHealth(const std::string& node, const json& h, const std::string& section) {
   const std::string name = "vault " + node + " health";
   if (!h.is_object()) return Fail(name, "malformed sys/health answer", "check that " + node + " is Vault/OpenBao");
   const std::string version = h.value("version", std::string("?"));
@@ -325,8 +346,8 @@ Check EvaluateHealth(const std::string& node, const json& h) {
   }
   if (h.value("standby", false) || h.value("performance_standby", false)) {
     return Warn(name, "standby (version " + version + "): requests are redirected to the active "
-                      "node, which must be one of vault.addresses",
-                "list every node (active and standbys) in vault.addresses");
+                      "node, which must be one of " + section + ".addresses",
+                "list every node (active and standbys) in " + section + ".addresses");
   }
   return Ok(name, "active, unsealed (version " + version + ")");
 }
@@ -365,7 +386,8 @@ Check EvaluateClock(const std::string& node, const std::string& date_header,
   return Ok(name, d + ", within 5 s");
 }
 
-Check EvaluateToken(int64_t ttl, bool renewable, const config::AuthConfig& auth) {
+Check EvaluateToken(int64_t ttl, bool renewable, const config::AuthConfig& auth,
+                    const std::string& section) {
   const std::string name = "vault token";
   const bool login = auth.method != config::AuthMethod::kToken;
   const std::string r = renewable ? "renewable" : "not renewable";
@@ -381,9 +403,9 @@ Check EvaluateToken(int64_t ttl, bool renewable, const config::AuthConfig& auth)
   if (renewable && auth.renew_token) return Ok(name, d + "; the plugin renews it at ~2/3 of its TTL");
   if (ttl < 3600) {
     if (renewable) {
-      return Warn(name, d + " but vault.auth.renew is false: it expires in " + Seconds(ttl) +
-                            " unless the token file is replaced",
-                  "set vault.auth.renew: true, or keep the token file refreshed (Vault Agent)");
+      return Warn(name, d + " but " + section + ".auth.renew is false: it expires in " +
+                            Seconds(ttl) + " unless the token file is replaced",
+                  "set " + section + ".auth.renew: true, or keep the token file refreshed (Vault Agent)");
     }
     return Warn(name, d + ": the plugin stops working in " + Seconds(ttl) +
                           " unless the token file is replaced",
@@ -392,7 +414,8 @@ Check EvaluateToken(int64_t ttl, bool renewable, const config::AuthConfig& auth)
   return Ok(name, d + "; replace the token file before it expires");
 }
 
-std::vector<Check> EvaluateKey(const std::string& mount, const std::string& key, const json& data) {
+std::vector<Check> EvaluateKey(const std::string& mount, const std::string& key, const json& data,
+                               const std::string& section) {
   const std::string base = "transit key " + mount + "/" + key;
   std::vector<Check> out;
   if (!data.is_object() || !data.contains("type") || !data["type"].is_string() ||
@@ -408,7 +431,7 @@ std::vector<Check> EvaluateKey(const std::string& mount, const std::string& key,
     out.push_back(Fail(base + " type",
                        type + " is not fit for wrapping data keys (aes256-gcm96 or chacha20-poly1305)",
                        "create a new key (bao write -f " + mount + "/keys/NEW type=aes256-gcm96), "
-                       "point vault.transit.key at it and re-encrypt (docs/rotation.md)"));
+                       "point " + section + ".transit.key at it and re-encrypt (docs/rotation.md)"));
   }
   if (data.value("deletion_allowed", false)) {
     out.push_back(Warn(base + " deletion_allowed",
@@ -649,8 +672,14 @@ std::vector<Check> CheckEncryptionConfig(const std::string& yaml_text, const std
 
 namespace {
 
-Deadline DeadlineFor(const config::Config& cfg) {
-  return SystemClock().Now() + cfg.vault.request_timeout;
+Deadline DeadlineFor(const config::VaultConfig& v) {
+  return SystemClock().Now() + v.request_timeout;
+}
+
+// The secondary's checks carry its name; the pure Evaluate* functions name the primary's.
+std::vector<Check> Named(const Cluster& cluster, std::vector<Check> checks) {
+  for (auto& c : checks) c.name = cluster.ApiName(c.name);
+  return checks;
 }
 
 std::string VaultPath(const std::string& p) { return "/v1/" + p; }
@@ -669,33 +698,43 @@ std::string ErrorsOf(const SecretBuffer& body) {
 
 std::vector<Check> CheckVaultApi(const config::Config& cfg, vault::HttpTransport& http,
                                  vault::TokenSource& tokens) {
+  return CheckVaultApi(Cluster::Primary(cfg), http, tokens);
+}
+
+std::vector<Check> CheckVaultApi(const Cluster& cluster, vault::HttpTransport& http,
+                                 vault::TokenSource& tokens) {
   std::vector<Check> out;
-  const auto& v = cfg.vault;
+  const auto& v = *cluster.vault;
+  const std::string sec = cluster.Section();
   // 1. login
-  auto token = tokens.Token(DeadlineFor(cfg));
+  auto token = tokens.Token(DeadlineFor(v));
   if (!token.ok()) {
-    out.push_back(Fail("vault login", tokens.Describe() + ": " + std::string(token.status().message()),
+    out.push_back(Fail(cluster.ApiName("vault login"),
+                       tokens.Describe() + ": " + std::string(token.status().message()),
                        v.auth.method == config::AuthMethod::kToken
                            ? "put a valid token in " + v.auth.token_file
                            : "check the role and credentials of the login method (docs/auth.md)"));
     return out;
   }
-  out.push_back(Ok("vault login", tokens.Describe() + ": token obtained"));
+  out.push_back(Ok(cluster.ApiName("vault login"), tokens.Describe() + ": token obtained"));
 
   // 2. lookup-self
-  auto info = vault::auth::LookupSelf(http, *token, DeadlineFor(cfg));
+  auto info = vault::auth::LookupSelf(http, *token, DeadlineFor(v));
   if (!info.ok()) {
     if (info.status().code() == absl::StatusCode::kPermissionDenied) {
-      out.push_back(Warn("vault token", "lookup-self refused: TTL and renewability not checked (" +
-                                            std::string(info.status().message()) + ")",
+      out.push_back(Warn(cluster.ApiName("vault token"),
+                         "lookup-self refused: TTL and renewability not checked (" +
+                             std::string(info.status().message()) + ")",
                          "grant path \"auth/token/lookup-self\" { capabilities = [\"read\"] } "
                          "(the plugin's renewer uses it too)"));
     } else {
-      out.push_back(Fail("vault token", std::string(info.status().message()),
+      out.push_back(Fail(cluster.ApiName("vault token"), std::string(info.status().message()),
                          "check the token: bao token lookup"));
     }
   } else {
-    out.push_back(EvaluateToken(info->ttl.count(), info->renewable, v.auth));
+    Check t = EvaluateToken(info->ttl.count(), info->renewable, v.auth, sec);
+    t.name = cluster.ApiName(t.name);
+    out.push_back(std::move(t));
   }
 
   // 3. the transit key
@@ -705,15 +744,15 @@ std::vector<Check> CheckVaultApi(const config::Config& cfg, vault::HttpTransport
     req.method = vault::HttpRequest::Method::kGet;
     req.path = VaultPath(keys_path);
     req.token = *token;
-    req.deadline = DeadlineFor(cfg);
+    req.deadline = DeadlineFor(v);
     auto resp = http.Send(req);
-    const std::string name = "transit key " + v.transit_mount + "/" + v.transit_key;
+    const std::string name = cluster.ApiName("transit key " + v.transit_mount + "/" + v.transit_key);
     if (!resp.ok()) {
       out.push_back(Fail(name, std::string(resp.status().message()), "see the vault node checks above"));
     } else if (resp->status == 404) {
       out.push_back(Fail(name, "not found at " + keys_path,
-                         "create it (bao write -f " + keys_path + " type=aes256-gcm96) or correct "
-                         "vault.transit.key / vault.transit.mount"));
+                         "create it (bao write -f " + keys_path + " type=aes256-gcm96) or correct " +
+                             sec + ".transit.key / " + sec + ".transit.mount"));
     } else if (resp->status == 403) {
       out.push_back(Fail(name, "permission denied reading " + keys_path,
                          "add to the token's policy: path \"" + keys_path +
@@ -725,7 +764,9 @@ std::vector<Check> CheckVaultApi(const config::Config& cfg, vault::HttpTransport
     } else {
       const json j = ParsePublic(resp->body);
       const json data = j.is_object() && j.contains("data") ? j["data"] : json();
-      for (auto& c : EvaluateKey(v.transit_mount, v.transit_key, data)) out.push_back(std::move(c));
+      for (auto& c : Named(cluster, EvaluateKey(v.transit_mount, v.transit_key, data, sec))) {
+        out.push_back(std::move(c));
+      }
     }
   }
 
@@ -739,9 +780,9 @@ std::vector<Check> CheckVaultApi(const config::Config& cfg, vault::HttpTransport
     req.path = VaultPath("sys/capabilities-self");
     req.body = &body;
     req.token = *token;
-    req.deadline = DeadlineFor(cfg);
+    req.deadline = DeadlineFor(v);
     auto resp = http.Send(req);
-    const std::string name = "capabilities";
+    const std::string name = cluster.ApiName("capabilities");
     if (!resp.ok()) {
       out.push_back(Fail(name, std::string(resp.status().message()), "see the vault node checks above"));
     } else if (resp->status == 403) {
@@ -763,7 +804,7 @@ std::vector<Check> CheckVaultApi(const config::Config& cfg, vault::HttpTransport
           }
         }
       }
-      for (auto& c : EvaluateCapabilities(v.transit_mount, v.transit_key, caps)) {
+      for (auto& c : Named(cluster, EvaluateCapabilities(v.transit_mount, v.transit_key, caps))) {
         out.push_back(std::move(c));
       }
     }
@@ -773,33 +814,39 @@ std::vector<Check> CheckVaultApi(const config::Config& cfg, vault::HttpTransport
 
 std::vector<Check> CheckNodeHealth(const config::Config& cfg, const std::string& node,
                                    vault::HttpTransport& http, bool* usable) {
+  return CheckNodeHealth(Cluster::Primary(cfg), node, http, usable);
+}
+
+std::vector<Check> CheckNodeHealth(const Cluster& cluster, const std::string& node,
+                                   vault::HttpTransport& http, bool* usable) {
   *usable = false;
+  const std::string sec = cluster.Section();
   std::vector<Check> out;
   vault::HttpRequest req;
   req.method = vault::HttpRequest::Method::kGet;
   // Every state answers 200 so that the body (sealed, standby) is read, not retried.
   req.path = "/v1/sys/health?standbycode=200&perfstandbycode=200&performancestandbycode=200"
              "&sealedcode=200&uninitcode=200&drsecondarycode=200";
-  req.deadline = DeadlineFor(cfg);
+  req.deadline = DeadlineFor(*cluster.vault);
   const auto t0 = SystemClock().Now();
   auto resp = http.Send(req);
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(SystemClock().Now() - t0).count();
-  const std::string tls_name = "vault " + node + " tls";
-  const auto& t = cfg.vault.tls;
+  const std::string tls_name = cluster.NodeName(node, "tls");
+  const auto& t = cluster.vault->tls;
   if (!resp.ok()) {
     const std::string msg(resp.status().message());
     std::string fix;
     if (msg.find("certificate verification failed") != std::string::npos) {
-      fix = "vault.tls.ca_file (" + t.ca_file + ") must hold the CA that signed the server "
+      fix = sec + ".tls.ca_file (" + t.ca_file + ") must hold the CA that signed the server "
             "certificate" + (t.server_name.empty() ? std::string() : " for " + t.server_name) +
             "; compare with: openssl s_client -connect " + node.substr(8) + " -CAfile " + t.ca_file;
     } else if (msg.find("SPKI pin") != std::string::npos) {
-      fix = "update vault.tls.spki_pins to the server key's pin (docs/configuration.md)";
+      fix = "update " + sec + ".tls.spki_pins to the server key's pin (docs/configuration.md)";
     } else if (msg.find("client certificate") != std::string::npos ||
                (!t.client_cert_file.empty() &&
                 (msg.find("handshake") != std::string::npos || msg.find("connection failed") != std::string::npos))) {
       fix = "the server may refuse the client certificate: check that " +
-            (t.client_cert_file.empty() ? std::string("vault.tls.client_cert_file is set") : t.client_cert_file) +
+            (t.client_cert_file.empty() ? sec + ".tls.client_cert_file is set" : t.client_cert_file) +
             " is valid and signed by a CA the listener trusts (tls_client_ca_file)";
     } else if (msg.find("timed out") != std::string::npos) {
       fix = "the node answered TCP but not HTTPS in time: check it is a TLS listener and not overloaded";
@@ -819,27 +866,31 @@ std::vector<Check> CheckNodeHealth(const config::Config& cfg, const std::string&
   const std::time_t now = std::time(nullptr);
   const json h = ParsePublic(resp->body);
   if (resp->status != 200) {
-    out.push_back(Fail("vault " + node + " health", "sys/health answered HTTP " +
-                                                        std::to_string(resp->status),
+    out.push_back(Fail(cluster.NodeName(node, "health"), "sys/health answered HTTP " +
+                                                             std::to_string(resp->status),
                        "check that " + node + " is Vault/OpenBao"));
     return out;
   }
-  Check health = EvaluateHealth(node, h);
+  Check health = EvaluateHealth(node, h, sec);
+  health.name = cluster.NodeName(node, "health");
   *usable = health.result != Result::kFail;
   out.push_back(std::move(health));
   std::optional<int64_t> stime;
   if (h.is_object() && h.contains("server_time_utc") && h["server_time_utc"].is_number_integer()) {
     stime = h["server_time_utc"].get<int64_t>();
   }
-  out.push_back(EvaluateClock(node, resp->date, stime, now));
+  Check clock = EvaluateClock(node, resp->date, stime, now);
+  clock.name = cluster.NodeName(node, "clock");
+  out.push_back(std::move(clock));
   return out;
 }
 
 namespace {
 
 // "https://host:port" -> TCP connect with a timeout.
-Check CheckTcp(const std::string& node, std::chrono::milliseconds timeout) {
-  const std::string name = "vault " + node + " tcp";
+Check CheckTcp(const Cluster& cluster, const std::string& node, std::chrono::milliseconds timeout) {
+  const std::string name = cluster.NodeName(node, "tcp");
+  const std::string sec = cluster.Section();
   std::string hp = node.substr(std::string("https://").size());
   std::string host = hp, port = "443";
   if (!hp.empty() && hp.front() == '[') {
@@ -855,7 +906,7 @@ Check CheckTcp(const std::string& node, std::chrono::milliseconds timeout) {
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
   if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-    return Fail(name, "cannot resolve " + host + ": " + gai_strerror(rc), "check the host name in vault.addresses and DNS");
+    return Fail(name, "cannot resolve " + host + ": " + gai_strerror(rc), "check the host name in " + sec + ".addresses and DNS");
   }
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> guard(res, ::freeaddrinfo);
   std::string last = "no address";
@@ -886,7 +937,7 @@ Check CheckTcp(const std::string& node, std::chrono::milliseconds timeout) {
                           std::chrono::steady_clock::now() - t0).count();
       return Ok(name, "connected in " + std::to_string(ms) + " ms");
     }
-    last = err == ETIMEDOUT ? "timed out after " + std::to_string(timeout.count()) + " ms (vault.timeouts.connect)"
+    last = err == ETIMEDOUT ? "timed out after " + std::to_string(timeout.count()) + " ms (" + sec + ".timeouts.connect)"
                             : std::strerror(err);
   }
   return Fail(name, "cannot connect to " + host + ":" + port + ": " + last,
@@ -904,6 +955,99 @@ RuntimeIdentity Runtime(const config::Config& cfg) {
     who.gid = ::getegid();
   }
   return who;
+}
+
+const char* MethodName(config::AuthMethod m) {
+  switch (m) {
+    case config::AuthMethod::kToken: return "token";
+    case config::AuthMethod::kAppRole: return "approle";
+    case config::AuthMethod::kCert: return "cert";
+    case config::AuthMethod::kJwt: return "jwt";
+    case config::AuthMethod::kKubernetes: return "kubernetes";
+  }
+  return "?";
+}
+
+std::string SecondarySummary(const config::Config& cfg) {
+  if (!cfg.secondary) return "";
+  const auto& sc = *cfg.secondary;
+  return "; secondary: " + std::to_string(sc.vault.addresses.size()) + " vault address(es), transit " +
+         sc.vault.transit_mount + "/" + sc.vault.transit_key + ", policy " +
+         (sc.policy == config::SecondaryPolicy::kRequired ? "required" : "best_effort");
+}
+
+// One Vault cluster: its TLS material and credentials, each node (TCP, TLS, health, clock), then
+// login, token, key and capabilities through the failover transport the plugin uses.
+std::vector<Check> CheckCluster(const Cluster& cluster, const RuntimeIdentity& who) {
+  std::vector<Check> out;
+  auto add = [&out](std::vector<Check> v) {
+    for (auto& c : v) out.push_back(std::move(c));
+  };
+  const auto& v = *cluster.vault;
+  const std::string sec = cluster.Section();
+  auto tls = vault::TlsMaterial::Load(v.tls);
+  if (!tls.ok()) {
+    out.push_back(Fail(cluster.ApiName("tls material"), std::string(tls.status().message()),
+                       "the CA and client certificate must be PEM; the key PEM and matching the "
+                       "certificate (" + sec + ".tls)"));
+    out.push_back(Fail(cluster.ApiName("vault api"), "not checked: the TLS files cannot be loaded",
+                       "fix the tls checks above"));
+    return out;
+  }
+  out.push_back(Ok(cluster.ApiName("tls material"),
+                   std::to_string((*tls)->ca_count()) + " CA certificate(s)" +
+                       ((*tls)->has_client_identity() ? ", client certificate and key match"
+                                                      : ", no client identity")));
+  if (auto st = vault::auth::CheckCredentials(v.auth, (*tls)->has_client_identity(),
+                                              who.starts_as_root ? std::optional<uint32_t>(who.uid)
+                                                                 : std::nullopt);
+      !st.ok()) {
+    out.push_back(Fail(cluster.ApiName("auth credentials"), std::string(st.message()),
+                       "see docs/auth.md (" + sec + ".auth)"));
+  } else {
+    out.push_back(Ok(cluster.ApiName("auth credentials"),
+                     "the files of method " + std::string(MethodName(v.auth.method)) +
+                         " pass the start-time checks"));
+  }
+
+  bool any_usable = false;
+  for (const auto& node : v.addresses) {
+    Check tcp = CheckTcp(cluster, node, v.connect_timeout);
+    const bool tcp_ok = tcp.result == Result::kOk;
+    out.push_back(std::move(tcp));
+    if (!tcp_ok) continue;
+    config::VaultConfig one = v;
+    one.addresses = {node};
+    auto http = vault::CurlTransport::Create(one, *tls);
+    if (!http.ok()) {
+      out.push_back(Fail(std::string(cluster.secondary ? "secondary " : "") + "vault " + node,
+                         std::string(http.status().message()), "correct " + sec + ".addresses"));
+      continue;
+    }
+    bool usable = false;
+    add(CheckNodeHealth(cluster, node, **http, &usable));
+    any_usable = any_usable || usable;
+  }
+  if (!any_usable) {
+    out.push_back(Fail(cluster.ApiName("vault api"),
+                       "not checked: no " + std::string(cluster.secondary ? "secondary " : "") +
+                           "Vault node is reachable, initialised and unsealed",
+                       "fix the " + std::string(cluster.secondary ? "secondary " : "") +
+                           "vault node checks above"));
+  } else if (auto http = vault::CurlTransport::Create(v, *tls); !http.ok()) {
+    out.push_back(Fail(cluster.ApiName("vault api"), std::string(http.status().message()),
+                       "correct " + sec + ".addresses"));
+  } else {
+    auto tokens = vault::auth::MakeTokenSource(v, **http, SystemClock());
+    if (!tokens.ok()) {
+      out.push_back(Fail(cluster.ApiName("vault login"), std::string(tokens.status().message()),
+                         "see docs/auth.md"));
+    } else {
+      add(CheckVaultApi(cluster, **http, **tokens));
+      tokens->reset();  // a login source's thread stops before the transport goes
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -926,70 +1070,12 @@ std::vector<Check> RunAll(const Options& opts) {
   out.push_back(Ok("config", opts.config_path + " is valid (" + std::to_string(v.addresses.size()) +
                                  " vault address(es), transit " + v.transit_mount + "/" +
                                  v.transit_key + ", runtime uid " + std::to_string(who.uid) + ":" +
-                                 std::to_string(who.gid) + ")"));
+                                 std::to_string(who.gid) + ")" + SecondarySummary(*cfg)));
   for (const auto& f : FilesOf(*cfg)) out.push_back(CheckFile(f, who));
-  auto tls = vault::TlsMaterial::Load(v.tls);
-  if (!tls.ok()) {
-    out.push_back(Fail("tls material", std::string(tls.status().message()),
-                       "the CA and client certificate must be PEM; the key PEM and matching the "
-                       "certificate"));
-  } else {
-    out.push_back(Ok("tls material", std::to_string((*tls)->ca_count()) + " CA certificate(s)" +
-                                         ((*tls)->has_client_identity() ? ", client certificate and key match"
-                                                                        : ", no client identity")));
-    if (auto st = vault::auth::CheckCredentials(v.auth, (*tls)->has_client_identity(),
-                                                who.starts_as_root ? std::optional<uint32_t>(who.uid)
-                                                                   : std::nullopt);
-        !st.ok()) {
-      out.push_back(Fail("auth credentials", std::string(st.message()), "see docs/auth.md"));
-    } else {
-      out.push_back(Ok("auth credentials", "the files of method " +
-                                               std::string(v.auth.method == config::AuthMethod::kToken ? "token"
-                                                           : v.auth.method == config::AuthMethod::kAppRole ? "approle"
-                                                           : v.auth.method == config::AuthMethod::kCert ? "cert"
-                                                           : v.auth.method == config::AuthMethod::kJwt ? "jwt"
-                                                                                                        : "kubernetes") +
-                                               " pass the start-time checks"));
-    }
-  }
 
-  // 2-5. Vault: each node, then the API through the failover transport the plugin uses
-  if (tls.ok()) {
-    bool any_usable = false;
-    for (const auto& node : v.addresses) {
-      Check tcp = CheckTcp(node, v.connect_timeout);
-      const bool tcp_ok = tcp.result == Result::kOk;
-      out.push_back(std::move(tcp));
-      if (!tcp_ok) continue;
-      config::VaultConfig one = v;
-      one.addresses = {node};
-      auto http = vault::CurlTransport::Create(one, *tls);
-      if (!http.ok()) {
-        out.push_back(Fail("vault " + node, std::string(http.status().message()), "correct vault.addresses"));
-        continue;
-      }
-      bool usable = false;
-      add(CheckNodeHealth(*cfg, node, **http, &usable));
-      any_usable = any_usable || usable;
-    }
-    if (!any_usable) {
-      out.push_back(Fail("vault api", "not checked: no Vault node is reachable, initialised and unsealed",
-                         "fix the vault node checks above"));
-    } else if (auto http = vault::CurlTransport::Create(v, *tls); !http.ok()) {
-      out.push_back(Fail("vault api", std::string(http.status().message()), "correct vault.addresses"));
-    } else {
-      auto tokens = vault::auth::MakeTokenSource(v, **http, SystemClock());
-      if (!tokens.ok()) {
-        out.push_back(Fail("vault login", std::string(tokens.status().message()), "see docs/auth.md"));
-      } else {
-        add(CheckVaultApi(*cfg, **http, **tokens));
-        tokens->reset();  // a login source's thread stops before the transport goes
-      }
-    }
-  } else {
-    out.push_back(Fail("vault api", "not checked: the TLS files cannot be loaded",
-                       "fix the tls checks above"));
-  }
+  // 2-5. Vault: the primary, then vault.secondary, each with its own trust, nodes and token
+  add(CheckCluster(Cluster::Primary(*cfg), who));
+  if (cfg->secondary) add(CheckCluster(Cluster::Secondary(*cfg->secondary), who));
 
   // 6. kube-apiserver's EncryptionConfiguration
   if (!opts.encryption_config_path.empty()) {
@@ -1017,8 +1103,9 @@ void Usage(FILE* f) {
       "                        [--seccomp-profile PATH] [--output text|json]\n"
       "Checks a node before kube-apiserver depends on the plugin: the config and its files,\n"
       "each Vault node (TCP, TLS, health, clock), login, token, transit key, the token's\n"
-      "capabilities, kube-apiserver's encryption config, the socket directory and the seccomp\n"
-      "profile (default /var/lib/kubelet/seccomp/profiles/trousseau.json).\n"
+      "capabilities (the same again for vault.secondary when configured), kube-apiserver's\n"
+      "encryption config, the socket directory and the seccomp profile\n"
+      "(default /var/lib/kubelet/seccomp/profiles/trousseau.json).\n"
       "Exit: 0 all ok, 1 a check failed, 2 only warnings, 64 bad command line.\n"
       "See docs/doctor.md.\n",
       f);

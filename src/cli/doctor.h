@@ -73,8 +73,27 @@ struct NamedFile {
   FileKind kind = FileKind::kPublic;
 };
 
-// The files a config names, with their kinds.
+// The files a config names, with their kinds: the primary's, then vault.secondary's (keys
+// "vault.secondary.tls.ca_file", ...).
 std::vector<NamedFile> FilesOf(const config::Config& cfg);
+
+// Which Vault cluster a check is about: the primary (`vault`) or `vault.secondary`
+// (docs/secondary.md). A secondary's checks are named "secondary vault <address> ..." so that
+// a failure says which cluster and where; its fixes name the vault.secondary.* keys.
+struct Cluster {
+  const config::VaultConfig* vault = nullptr;
+  bool secondary = false;
+
+  static Cluster Primary(const config::Config& cfg) { return {&cfg.vault, false}; }
+  static Cluster Secondary(const config::SecondaryConfig& sc) { return {&sc.vault, true}; }
+  // "vault" or "vault.secondary": the config section, for fix hints.
+  std::string Section() const { return secondary ? "vault.secondary" : "vault"; }
+  // A cluster-wide check: "vault login" stays as it is for the primary; the secondary's is
+  // "secondary vault https://b:8200 login" (its addresses, comma-separated).
+  std::string ApiName(const std::string& primary_name) const;
+  // A per-node check: "vault <node> tls" or "secondary vault <node> tls".
+  std::string NodeName(const std::string& node, const std::string& what) const;
+};
 
 // The permission bits that apply to `who` for a file owned by owner/group: 0 to 7 (r=4, w=2, x=1).
 // root (uid 0) is treated like any other uid: the plugin drops its capabilities.
@@ -98,7 +117,8 @@ Check CheckStateFile(const std::string& path, const RuntimeIdentity& who);
 // ---- Vault answers -----------------------------------------------------------------------------
 
 // `GET /v1/sys/health?...code=200` body for one node: initialised, sealed (✗), standby (!).
-Check EvaluateHealth(const std::string& node, const nlohmann::json& health);
+Check EvaluateHealth(const std::string& node, const nlohmann::json& health,
+                     const std::string& section = "vault");
 
 // Clock skew from the Date header ("Tue, 01 Dec 2026 20:57:38 GMT"), or server_time_utc from
 // the health body as a fallback. `now` is the local time when the answer arrived.
@@ -108,13 +128,15 @@ Check EvaluateClock(const std::string& node, const std::string& date_header,
 // RFC 7231 IMF-fixdate -> seconds since the epoch, or nullopt.
 std::optional<std::time_t> ParseHttpDate(const std::string& text);
 
-// lookup-self data: ttl, renewable (and whether the plugin re-logs-in by itself).
-Check EvaluateToken(int64_t ttl_seconds, bool renewable, const config::AuthConfig& auth);
+// lookup-self data: ttl, renewable (and whether the plugin re-logs-in by itself). `section`
+// ("vault" or "vault.secondary") is the config section the fix hints name.
+Check EvaluateToken(int64_t ttl_seconds, bool renewable, const config::AuthConfig& auth,
+                    const std::string& section = "vault");
 
 // `GET <mount>/keys/<key>` data: type, deletion_allowed, exportable, allow_plaintext_backup,
 // min_decryption_version vs latest_version.
 std::vector<Check> EvaluateKey(const std::string& mount, const std::string& key,
-                               const nlohmann::json& data);
+                               const nlohmann::json& data, const std::string& section = "vault");
 
 // capabilities-self answer: path -> capabilities. One check per path.
 using CapabilityMap = std::map<std::string, std::vector<std::string>>;
@@ -129,11 +151,16 @@ std::vector<Check> CheckEncryptionConfig(const std::string& yaml_text,
 // ---- wiring ------------------------------------------------------------------------------------
 
 // Login, token, key and capability checks through `http` (which fails over across the
-// configured addresses) with `tokens`. Each call is bounded by vault.request_timeout.
+// configured addresses) with `tokens`. Each call is bounded by the cluster's request timeout.
+std::vector<Check> CheckVaultApi(const Cluster& cluster, vault::HttpTransport& http,
+                                 vault::TokenSource& tokens);
+// The primary's (cfg.vault).
 std::vector<Check> CheckVaultApi(const config::Config& cfg, vault::HttpTransport& http,
                                  vault::TokenSource& tokens);
 
 // Health and clock of one node through a transport that talks to that node only.
+std::vector<Check> CheckNodeHealth(const Cluster& cluster, const std::string& node,
+                                   vault::HttpTransport& http, bool* usable);
 std::vector<Check> CheckNodeHealth(const config::Config& cfg, const std::string& node,
                                    vault::HttpTransport& http, bool* usable);
 

@@ -1,7 +1,9 @@
 """`trousseau doctor` against the real OpenBao (mutual TLS): a good policy, a policy without read
 on the key, a policy with `create` on encrypt (Transit's upsert trap), a sealed node, a wrong CA,
-`--output json`, and kube-apiserver's EncryptionConfiguration (the shipped manifest adapted to
-the test's socket, and a broken one).
+`--output json`, kube-apiserver's EncryptionConfiguration (the shipped manifest adapted to
+the test's socket, and a broken one), and a `vault.secondary`: a second, private OpenBao with its
+own PKI (CA, server and client certificates) checked like the primary, and its failures (the
+primary's CA, no read on its key, nothing listening) named "secondary vault <address> ...".
 
 Each test writes a plugin config (not started) and runs `trousseau doctor` on it. Policies and
 tokens are made per test; the seccomp profile is written from this binary so that check passes.
@@ -12,11 +14,13 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 
 import pytest
 
 from itlib.auth_setup import cred_dir, setup_approle, write_credential
-from itlib.openbao import TRANSIT_KEY, TRANSIT_MOUNT
+from itlib.openbao import PLUGIN_GID, PLUGIN_UID, TRANSIT_KEY, TRANSIT_MOUNT, OpenBao
+from itlib.pki import make_pki
 from itlib.plugin import DELETE
 
 pytestmark = pytest.mark.plugin
@@ -251,3 +255,118 @@ def test_usage_errors_exit_64(plugin_bin):
         r = subprocess.run([plugin_bin, "doctor", *args], capture_output=True, text=True, timeout=10)
         assert r.returncode == 64, (args, r.stderr)
         assert "Usage: trousseau doctor" in r.stderr
+
+
+# ---- vault.secondary ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bao2(it_dir):
+    """A second OpenBao, private to this module, with a PKI of its own: trusting the primary's CA
+    or presenting the primary's client certificate fails against it."""
+    d = tempfile.mkdtemp(prefix="bao-doctor-secondary-", dir=it_dir)
+    os.chmod(d, 0o755)
+    pki2 = make_pki(os.path.join(d, "pki"), key_owner=(PLUGIN_UID, PLUGIN_GID))
+    s = OpenBao(d, pki2)
+    try:
+        s.setup()
+    except Exception:
+        s.stop()
+        raise
+    yield s
+    s.stop()
+
+
+def secondary(b2, token_file, **over):
+    sec = {
+        "addresses": [b2.addr],
+        "transit": {"mount": b2.mount, "key": b2.key},
+        "tls": {"ca_file": b2.pki.ca_file, "client_cert_file": b2.pki.client_cert_file,
+                "client_key_file": b2.pki.client_key_file},
+        "auth": {"method": "token", "token_file": token_file},
+        "timeouts": {"connect": "1s", "request": "3s"},
+        "policy": "best_effort",
+    }
+    sec.update(over)
+    return {"vault": {"secondary": sec}}
+
+
+def test_secondary_checked_like_the_primary(doctor, bao, bao2, it_dir):
+    b2 = bao2
+    while b2.latest_version() <= bao.latest_version():  # differs from the primary's version:
+        b2.rotate_key()                                   # the check reads the right key
+    tf2 = token_file_for(b2, it_dir, policy())
+    d = doctor(secondary(b2, tf2))
+    assert d.rc == 0, d
+    assert not d.marks("✗") and not d.marks("!"), d
+    ok = dict(d.marks("✓"))
+    sec = f"secondary vault {b2.addr}"
+    for want in ("file vault.secondary.tls.ca_file", "file vault.secondary.tls.client_key_file",
+                 "file vault.secondary.auth.token_file", f"{sec} tls material",
+                 f"{sec} auth credentials", f"{sec} tcp", f"{sec} tls", f"{sec} health",
+                 f"{sec} clock", f"{sec} login", f"{sec} token",
+                 f"{sec} transit key {TRANSIT_MOUNT}/{TRANSIT_KEY} type",
+                 f"{sec} capabilities {ENC}", f"{sec} capabilities {KEYS}",
+                 # the primary's checks are all still there, under their own names
+                 f"vault {bao.addr} tls", "vault login", f"capabilities {KEYS}"):
+        assert want in ok, (want, d)
+    assert f"verified against {b2.pki.ca_file}" in ok[f"{sec} tls"]
+    assert "handshake with the client certificate accepted" in ok[f"{sec} tls"]
+    latest2 = b2.latest_version()
+    assert latest2 != bao.latest_version()
+    assert f"latest_version {latest2}," in ok[f"{sec} transit key {TRANSIT_MOUNT}/{TRANSIT_KEY} versions"]
+    assert (f"latest_version {bao.latest_version()},"
+            in ok[f"transit key {TRANSIT_MOUNT}/{TRANSIT_KEY} versions"])
+    assert "secondary: 1 vault address(es)" in ok["config"] and "policy best_effort" in ok["config"]
+    with open(tf2) as f:
+        token = f.read().strip()
+    assert token not in d.out and token not in d.err
+
+
+def test_secondary_with_the_primary_ca_fails_naming_the_secondary(doctor, bao, bao2, it_dir):
+    b2 = bao2
+    tf2 = token_file_for(b2, it_dir, policy())
+    d = doctor(secondary(b2, tf2, tls={"ca_file": bao.pki.ca_file,
+                                       "client_cert_file": b2.pki.client_cert_file,
+                                       "client_key_file": b2.pki.client_key_file}))
+    assert d.rc == 1, d
+    failed = dict(d.marks("✗"))
+    sec = f"secondary vault {b2.addr}"
+    assert "certificate verification failed" in failed[f"{sec} tls"], d
+    assert f"fix: vault.secondary.tls.ca_file ({bao.pki.ca_file}) must hold the CA" in d.out
+    assert f"{sec} api" in failed  # nothing else asked of it
+    # the primary, with that same CA, passes
+    assert f"vault {bao.addr} tls" in dict(d.marks("✓"))
+    assert all(n.startswith("secondary vault ") for n in failed), d
+
+
+def test_secondary_with_the_primary_client_certificate_fails(doctor, bao, bao2, it_dir):
+    b2 = bao2
+    tf2 = token_file_for(b2, it_dir, policy())
+    d = doctor(secondary(b2, tf2, tls={"ca_file": b2.pki.ca_file,
+                                       "client_cert_file": bao.pki.client_cert_file,
+                                       "client_key_file": bao.pki.client_key_file}))
+    assert d.rc == 1, d
+    failed = dict(d.marks("✗"))
+    assert f"secondary vault {b2.addr} tls" in failed, d
+    assert bao.pki.client_cert_file in d.out  # the fix names the certificate it presented
+    assert all(n.startswith("secondary vault ") for n in failed), d
+
+
+def test_secondary_token_without_read_on_its_key_fails(doctor, bao2, it_dir):
+    b2 = bao2
+    d = doctor(secondary(b2, token_file_for(b2, it_dir, policy(keys=()))))
+    assert d.rc == 1, d
+    failed = dict(d.marks("✗"))
+    sec = f"secondary vault {b2.addr}"
+    assert "permission denied reading " + KEYS in failed[f"{sec} transit key {TRANSIT_MOUNT}/{TRANSIT_KEY}"], d
+    assert "missing 'read'" in failed[f"{sec} capabilities {KEYS}"]
+    assert f"transit key {TRANSIT_MOUNT}/{TRANSIT_KEY} type" in dict(d.marks("✓"))  # the primary's
+
+
+def test_secondary_unreachable_fails_naming_it(doctor, bao2, it_dir):
+    d = doctor(secondary(bao2, bao2.token_file, addresses=["https://127.0.0.1:1"]))
+    assert d.rc == 1, d
+    failed = dict(d.marks("✗"))
+    assert "Connection refused" in failed["secondary vault https://127.0.0.1:1 tcp"], d
+    assert "no secondary Vault node" in failed["secondary vault https://127.0.0.1:1 api"]
+    assert "vault login" in dict(d.marks("✓"))  # the primary is fine

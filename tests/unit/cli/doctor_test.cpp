@@ -27,6 +27,12 @@ const Check* Find(const std::vector<Check>& v, const std::string& name) {
   return nullptr;
 }
 
+std::string Join2(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : ",") + x;
+  return out;
+}
+
 size_t Count(const std::vector<Check>& v, Result r) {
   size_t n = 0;
   for (const auto& c : v) n += c.result == r ? 1 : 0;
@@ -653,6 +659,217 @@ TEST_CASE("doctor TLS failure hints: pins, client certificate, timeouts", "[doct
   CHECK_THAT(fix_for("vault " + node + ": connection failed (tlsv13 alert certificate required)"),
              Contains("/client.pem"));
   CHECK_THAT(fix_for("vault " + node + ": TLS handshake failed (alert)"), Contains("tls_client_ca_file"));
+}
+
+// ---- vault.secondary: the same checks, named for the second cluster ----------------------------
+
+config::Config WithSecondary() {
+  auto cfg = VaultCfg();
+  config::SecondaryConfig sc;
+  sc.vault.addresses = {"https://vault-b.test:8201", "https://vault-b2.test:8201"};
+  sc.vault.transit_mount = "transit2";
+  sc.vault.transit_key = "k2";
+  sc.vault.tls.ca_file = "/etc/trousseau/secondary-ca.pem";
+  sc.vault.tls.client_cert_file = "/etc/trousseau/secondary-client.pem";
+  sc.vault.tls.client_key_file = "/etc/trousseau/secondary-client-key.pem";
+  sc.vault.auth.token_file = "/etc/trousseau/secondary.token";
+  sc.policy = config::SecondaryPolicy::kBestEffort;
+  cfg.secondary = sc;
+  return cfg;
+}
+
+const char* kSecondaryName = "secondary vault https://vault-b.test:8201,https://vault-b2.test:8201";
+
+TEST_CASE("doctor FilesOf lists the secondary's files under vault.secondary.*", "[doctor][files][secondary]") {
+  auto cfg = WithSecondary();
+  cfg.vault.tls.ca_file = "/ca";
+  auto f = FilesOf(cfg);
+  REQUIRE(f.size() == 6);  // the primary's CA and token, the secondary's CA, cert, key, token
+  CHECK(f[0].key == "vault.tls.ca_file");
+  CHECK(f[1].key == "vault.auth.token_file");
+  CHECK((f[2].key == "vault.secondary.tls.ca_file" && f[2].path == "/etc/trousseau/secondary-ca.pem" &&
+         f[2].kind == FileKind::kPublic));
+  CHECK((f[3].key == "vault.secondary.tls.client_cert_file" && f[3].kind == FileKind::kPublic));
+  CHECK((f[4].key == "vault.secondary.tls.client_key_file" && f[4].kind == FileKind::kSecret));
+  CHECK((f[5].key == "vault.secondary.auth.token_file" && f[5].path == "/etc/trousseau/secondary.token" &&
+         f[5].kind == FileKind::kSecret));
+  cfg.secondary->vault.auth.method = config::AuthMethod::kAppRole;
+  cfg.secondary->vault.auth.token_file.clear();
+  cfg.secondary->vault.auth.role_id_file = "/rid2";
+  cfg.secondary->vault.auth.secret_id_file = "/sid2";
+  f = FilesOf(cfg);
+  REQUIRE(f.size() == 7);
+  CHECK((f[5].key == "vault.secondary.auth.role_id_file" && f[5].kind == FileKind::kCredential));
+  CHECK((f[6].key == "vault.secondary.auth.secret_id_file" && f[6].kind == FileKind::kSecret));
+  // without a secondary: the primary's only
+  cfg.secondary.reset();
+  CHECK(FilesOf(cfg).size() == 2);
+}
+
+TEST_CASE("doctor secondary credential files are re-read after the drop: unsearchable dir fails",
+          "[doctor][files][secondary]") {
+  fakes::TempDir dir;
+  REQUIRE(::mkdir(dir.Path("sub").c_str(), 0700) == 0);
+  const std::string f = dir.Write("sub/secondary.token", "s.x");
+  ::chmod(f.c_str(), 0400);
+  ::chmod(dir.Path("sub").c_str(), 0700);
+  RuntimeIdentity other{::geteuid() + 4242, ::getegid() + 4242, true};
+  // owned by someone else and unreadable: the check is about the directory first
+  auto c = CheckFile({"vault.secondary.auth.token_file", f, FileKind::kSecret}, other);
+  CHECK(c.result == Result::kFail);
+  CHECK(c.name == "file vault.secondary.auth.token_file");
+  CHECK_THAT(c.detail, Contains("not searchable"));
+  // a TLS file is read as root at start: only a warning
+  auto t = CheckFile({"vault.secondary.tls.ca_file", f, FileKind::kSecret}, other);
+  CHECK(t.result == Result::kWarn);
+}
+
+TEST_CASE("doctor cluster names: the primary's unchanged, the secondary's say secondary and where",
+          "[doctor][secondary]") {
+  const auto cfg = WithSecondary();
+  const auto p = Cluster::Primary(cfg);
+  const auto s = Cluster::Secondary(*cfg.secondary);
+  CHECK(p.Section() == "vault");
+  CHECK(s.Section() == "vault.secondary");
+  CHECK(p.ApiName("vault login") == "vault login");
+  CHECK(p.ApiName("transit key transit/k") == "transit key transit/k");
+  CHECK(s.ApiName("vault login") == std::string(kSecondaryName) + " login");
+  CHECK(s.ApiName("transit key transit2/k2") == std::string(kSecondaryName) + " transit key transit2/k2");
+  CHECK(p.NodeName("https://a:1", "tls") == "vault https://a:1 tls");
+  CHECK(s.NodeName("https://b:2", "tls") == "secondary vault https://b:2 tls");
+}
+
+void ScriptGoodSecondary(fakes::FakeHttpTransport& http, int latest) {
+  http.Respond(Method::kGet, "/v1/auth/token/lookup-self", 200,
+               R"({"data":{"ttl":86400,"renewable":true}})");
+  auto key = GoodKey();
+  key["latest_version"] = latest;
+  http.Respond(Method::kGet, "/v1/transit2/keys/k2", 200, json{{"data", key}}.dump());
+  http.Respond(Method::kPost, kCapsPath, 200,
+               R"({"data":{"transit2/encrypt/k2":["update"],"transit2/decrypt/k2":["update"],"transit2/keys/k2":["read"]}})");
+}
+
+TEST_CASE("doctor secondary Vault API: its own key, version and capabilities, named secondary",
+          "[doctor][vault][secondary]") {
+  const auto cfg = WithSecondary();
+  const auto s = Cluster::Secondary(*cfg.secondary);
+  fakes::FakeHttpTransport http;
+  fakes::FakeTokenSource tokens("s.secondary-token-value");
+  ScriptGoodSecondary(http, 7);
+  const std::string n = kSecondaryName;
+  SECTION("good: every check passes and reads the secondary's key with its version") {
+    auto c = CheckVaultApi(s, http, tokens);
+    CHECK(ExitCode(c) == kExitOk);
+    for (const auto& x : c) {
+      INFO(x.name);
+      CHECK(x.name.rfind(n + " ", 0) == 0);
+    }
+    REQUIRE(Find(c, n + " login") != nullptr);
+    REQUIRE(Find(c, n + " token") != nullptr);
+    REQUIRE(Find(c, n + " transit key transit2/k2 versions") != nullptr);
+    CHECK_THAT(Find(c, n + " transit key transit2/k2 versions")->detail, Contains("latest_version 7"));
+    CHECK(Find(c, n + " capabilities transit2/encrypt/k2") != nullptr);
+    CHECK(Find(c, "vault login") == nullptr);  // never the primary's name
+    const std::string out = FormatText(c) + FormatJson(c);
+    CHECK(out.find("s.secondary-token-value") == std::string::npos);
+    // every request went with the secondary's token to the secondary's paths
+    for (const auto& r : http.requests()) {
+      CHECK(r.token == "s.secondary-token-value");
+      CHECK(r.path.find("/transit/") == std::string::npos);
+    }
+  }
+  SECTION("key missing: the failure names the secondary, its address and its config keys") {
+    http.Respond(Method::kGet, "/v1/transit2/keys/k2", 404, R"({"errors":[]})");
+    auto c = CheckVaultApi(s, http, tokens);
+    CHECK(ExitCode(c) == kExitFailed);
+    auto k = Find(c, n + " transit key transit2/k2");
+    REQUIRE(k != nullptr);
+    CHECK(k->result == Result::kFail);
+    CHECK_THAT(k->fix, Contains("vault.secondary.transit.key / vault.secondary.transit.mount"));
+    CHECK_THAT(FormatText(c), Contains("\u2717 secondary vault https://vault-b.test:8201"));
+  }
+  SECTION("login refused: one failure named for the secondary, nothing else asked") {
+    tokens.FailWith(absl::PermissionDeniedError("vault token file: permission denied"));
+    auto c = CheckVaultApi(s, http, tokens);
+    REQUIRE(c.size() == 1);
+    CHECK(c[0].name == n + " login");
+    CHECK(c[0].result == Result::kFail);
+    CHECK_THAT(c[0].fix, Contains("/etc/trousseau/secondary.token"));
+    CHECK(http.count() == 0);
+  }
+  SECTION("a non-renewable short token: the fix names vault.secondary.auth.renew") {
+    http.Respond(Method::kGet, "/v1/auth/token/lookup-self", 200,
+                 R"({"data":{"ttl":600,"renewable":true}})");
+    auto sc = *cfg.secondary;
+    sc.vault.auth.renew_token = false;
+    auto c = CheckVaultApi(Cluster::Secondary(sc), http, tokens);
+    auto t = Find(c, std::string("secondary vault ") + Join2(sc.vault.addresses) + " token");
+    REQUIRE(t != nullptr);
+    CHECK(t->result == Result::kWarn);
+    CHECK_THAT(t->fix, Contains("vault.secondary.auth.renew: true"));
+  }
+  SECTION("the primary's wrappers keep the primary's names") {
+    fakes::FakeHttpTransport http1;
+    ScriptGood(http1);
+    auto c = CheckVaultApi(cfg, http1, tokens);
+    CHECK(Find(c, "vault login") != nullptr);
+    CHECK(Find(c, "transit key transit/k versions") != nullptr);
+  }
+}
+
+TEST_CASE("doctor secondary node checks: TLS against its own CA, named secondary with the address",
+          "[doctor][vault][secondary][negative]") {
+  const auto cfg = WithSecondary();
+  const auto s = Cluster::Secondary(*cfg.secondary);
+  const std::string node = "https://vault-b.test:8201";
+  fakes::FakeHttpTransport http;
+  bool usable = true;
+  SECTION("wrong CA: the hint names vault.secondary.tls.ca_file and its file") {
+    http.Fail(Method::kGet, kHealthPath,
+              absl::UnavailableError("vault " + node + ": TLS certificate verification failed against "
+                                     "the configured CA (SSL certificate problem)"));
+    auto c = CheckNodeHealth(s, node, http, &usable);
+    CHECK_FALSE(usable);
+    REQUIRE(c.size() == 1);
+    CHECK(c[0].name == "secondary vault " + node + " tls");
+    CHECK(c[0].result == Result::kFail);
+    CHECK_THAT(c[0].fix, Contains("vault.secondary.tls.ca_file (/etc/trousseau/secondary-ca.pem)"));
+    CHECK_THAT(c[0].fix, !Contains("vault.tls.ca_file"));
+  }
+  SECTION("pin mismatch: the hint names vault.secondary.tls.spki_pins") {
+    http.Fail(Method::kGet, kHealthPath,
+              absl::UnavailableError("vault " + node + ": server public key does not match any "
+                                     "configured SPKI pin"));
+    auto c = CheckNodeHealth(s, node, http, &usable);
+    REQUIRE(c.size() == 1);
+    CHECK_THAT(c[0].fix, Contains("vault.secondary.tls.spki_pins"));
+  }
+  SECTION("client certificate refused: the hint names the secondary's client certificate") {
+    http.Fail(Method::kGet, kHealthPath,
+              absl::UnavailableError("vault " + node + ": connection failed (tlsv13 alert certificate required)"));
+    auto c = CheckNodeHealth(s, node, http, &usable);
+    REQUIRE(c.size() == 1);
+    CHECK_THAT(c[0].fix, Contains("/etc/trousseau/secondary-client.pem"));
+  }
+  SECTION("healthy: tls, health and clock named secondary; the detail names its CA") {
+    http.Respond(Method::kGet, kHealthPath, 200,
+                 R"({"initialized":true,"sealed":false,"standby":false,"version":"2.0.0"})");
+    auto c = CheckNodeHealth(s, node, http, &usable);
+    CHECK(usable);
+    REQUIRE(Find(c, "secondary vault " + node + " tls") != nullptr);
+    CHECK_THAT(Find(c, "secondary vault " + node + " tls")->detail,
+               Contains("verified against /etc/trousseau/secondary-ca.pem"));
+    CHECK(Find(c, "secondary vault " + node + " health") != nullptr);
+    CHECK(Find(c, "secondary vault " + node + " clock") != nullptr);
+  }
+  SECTION("standby: the hint names vault.secondary.addresses") {
+    http.Respond(Method::kGet, kHealthPath, 200, R"({"initialized":true,"sealed":false,"standby":true})");
+    auto c = CheckNodeHealth(s, node, http, &usable);
+    auto h = Find(c, "secondary vault " + node + " health");
+    REQUIRE(h != nullptr);
+    CHECK(h->result == Result::kWarn);
+    CHECK_THAT(h->fix, Contains("vault.secondary.addresses"));
+  }
 }
 
 TEST_CASE("doctor command line: usage errors exit 64", "[doctor]") {
