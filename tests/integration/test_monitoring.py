@@ -285,6 +285,11 @@ MUTATIONS = {
     "down: absent target ignored": (' or absent(up{job="trousseau"})', ""),
     "audit: no longer fires": ("increase(trousseau_audit_records_dropped_total[5m]) > 0",
                                "increase(trousseau_audit_records_dropped_total[5m]) > 100"),
+    "secondary down: fires on a blip": ("        expr: trousseau_secondary_up == 0\n        for: 5m\n",
+                                        "        expr: trousseau_secondary_up == 0\n        for: 1m\n"),
+    "unwrapped seeds: counter value instead of its increase": (
+        "increase(trousseau_secondary_unwrapped_total[15m]) > 0", "trousseau_secondary_unwrapped_total > 0"),
+    "fallbacks: primary_up ignored": ("          and\n          trousseau_primary_up == 0\n", ""),
 }
 
 
@@ -380,10 +385,31 @@ def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
 
 
 def documented_metrics() -> set[str]:
-    """The trousseau_* and process_* names in docs/metrics.md's "Metrics" section."""
+    """The trousseau_* and process_* names in docs/metrics.md's "Metrics" and "Secondary Vault
+    metrics" sections (the latter exported only with vault.secondary)."""
     with open(METRICS_DOC) as f:
-        section = f.read().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"`((?:trousseau|process)_[a-z_]+)", section))
+        text = f.read()
+    names = set()
+    for heading in ("\n## Metrics\n", "\n## Secondary Vault metrics\n"):
+        section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+        names |= set(re.findall(r"`((?:trousseau|process)_[a-z_]+)", section))
+    return names
+
+
+def alias_secondary(bao) -> dict:
+    """A `vault.secondary` section that reaches the same OpenBao under another address
+    (https://localhost:PORT; the server certificate names localhost too). Not a redundant setup:
+    enough for the plugin to export the secondary's metric families and for queries on them to
+    return data. The redundancy itself is tested against two servers in test_secondary.py."""
+    p = bao.pki
+    return {
+        "addresses": [bao.addr.replace("127.0.0.1", "localhost")],
+        "transit": {"mount": bao.mount, "key": bao.key},
+        "tls": {"ca_file": p.ca_file, "client_cert_file": p.client_cert_file,
+                "client_key_file": p.client_key_file},
+        "auth": {"method": "token", "token_file": bao.token_file, "renew": False},
+        "policy": "best_effort",
+    }
 
 
 def test_dashboard_covers_every_documented_metric():
@@ -429,7 +455,7 @@ def test_every_metric_the_rules_and_dashboard_use_is_exported(plugin_factory, ba
     auth = setup_approle(bao, it_dir, "it-approle-mon", ttl="4s", max_ttl="60s")
     port = free_port()
     pl = plugin_factory.start({
-        "vault": {"auth": {"token_file": DELETE, **auth}},
+        "vault": {"auth": {"token_file": DELETE, **auth}, "secondary": alias_secondary(bao)},
         "http": {"listen": f"127.0.0.1:{port}"},
     })
     pl.wait_healthz(lambda s: s.healthz == "ok", 20, 'healthz "ok"')
@@ -511,8 +537,12 @@ path "transit/keys/{E2E_KEY}" {{ capabilities = ["read"] }}
     os.chmod(path, 0o400)
     if os.geteuid() == 0:
         os.chown(path, PLUGIN_UID, PLUGIN_GID)
+    secondary = alias_secondary(bao)
+    secondary["transit"]["key"] = E2E_KEY
+    secondary["auth"]["token_file"] = path
     return plugin_factory.start({"vault": {"transit": {"key": E2E_KEY},
-                                           "auth": {"token_file": path}},
+                                           "auth": {"token_file": path},
+                                           "secondary": secondary},
                                  "http": {"listen": f"127.0.0.1:{http_port}"}})
 
 
