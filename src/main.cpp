@@ -218,6 +218,10 @@ metrics::RuntimeState ReadState(const Plugin& p, const vault::auth::LoginTokenSo
     s.secondary_unwrapped = r.unwrapped;
     s.secondary_fallbacks = r.fallbacks;
   }
+  if (p.state) {
+    s.state_file_configured = true;
+    s.state_file_write_failures = p.state->write_failures();
+  }
   return s;
 }
 

@@ -253,6 +253,12 @@ KeyMark StateFile::Find(const std::string& identity) const {
 
 absl::Status StateFile::Write(const std::string& identity, const KeyMark& mark) {
   std::lock_guard<std::mutex> lock(mu_);
+  absl::Status st = WriteLocked(identity, mark);
+  if (!st.ok()) write_failures_.fetch_add(1, std::memory_order_relaxed);
+  return st;
+}
+
+absl::Status StateFile::WriteLocked(const std::string& identity, const KeyMark& mark) {
   StateMarks next = marks_;
   next[identity] = mark;
   const std::string text = SerializeState(next);

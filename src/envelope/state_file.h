@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -58,16 +59,21 @@ class StateFile {
   // Replaces `identity`'s mark (others are kept as written) and writes the file atomically.
   // Thread-safe: several key services (a second Vault cluster) may share one file.
   absl::Status Write(const std::string& identity, const KeyMark& mark);
+  // Writes that failed since Open (trousseau_state_file_write_failures_total, docs/metrics.md):
+  // each failure leaves the file as it was, and the raised mark is kept in memory only.
+  uint64_t write_failures() const { return write_failures_.load(std::memory_order_relaxed); }
 
  private:
   StateFile(std::string path, std::string name, int dir_fd, StateMarks marks)
       : path_(std::move(path)), name_(std::move(name)), dir_fd_(dir_fd), marks_(std::move(marks)) {}
+  absl::Status WriteLocked(const std::string& identity, const KeyMark& mark);  // holds mu_
 
   const std::string path_;
   const std::string name_;  // the file's name inside the directory
   const int dir_fd_;
   mutable std::mutex mu_;  // serialises writes (one temporary name); guards marks_
   StateMarks marks_;
+  std::atomic<uint64_t> write_failures_{0};
 };
 
 }  // namespace trousseau::envelope

@@ -312,6 +312,12 @@ std::vector<prometheus::MetricFamily> CollectState() {
                            "Decrypts answered from the secondary's copy: the primary was unavailable.",
                            MetricType::Counter, static_cast<double>(s.secondary_fallbacks)));
   }
+  if (s.state_file_configured) {
+    out.push_back(OneValue("trousseau_state_file_write_failures_total",
+                           "Writes of state.file that failed; the key's high-water mark was kept "
+                           "in memory only (docs/rollback.md).",
+                           MetricType::Counter, static_cast<double>(s.state_file_write_failures)));
+  }
   out.push_back(OneValue("trousseau_audit_records_dropped_total",
                          "Audit and log lines dropped because stderr stalled.",
                          MetricType::Counter, dropped ? static_cast<double>(dropped()) : 0));

@@ -89,6 +89,9 @@ struct RuntimeState {
   int64_t secondary_key_version = 0;
   uint64_t secondary_unwrapped = 0;  // seeds wrapped by the primary only (best_effort)
   uint64_t secondary_fallbacks = 0;  // Decrypts answered from the secondary's copy
+  // state.file (docs/rollback.md); the family exists only when configured
+  bool state_file_configured = false;
+  uint64_t state_file_write_failures = 0;  // writes that failed (the mark kept in memory only)
 };
 using StateProvider = std::function<RuntimeState()>;
 // Set once by main() before the listener starts; read on every scrape.

@@ -290,6 +290,9 @@ MUTATIONS = {
     "unwrapped seeds: counter value instead of its increase": (
         "increase(trousseau_secondary_unwrapped_total[15m]) > 0", "trousseau_secondary_unwrapped_total > 0"),
     "fallbacks: primary_up ignored": ("          and\n          trousseau_primary_up == 0\n", ""),
+    "state file: counter value instead of its increase": (
+        "increase(trousseau_state_file_write_failures_total[10m]) > 0",
+        "trousseau_state_file_write_failures_total > 0"),
 }
 
 
@@ -396,6 +399,16 @@ def documented_metrics() -> set[str]:
     return names
 
 
+def state_section(it_dir, name: str) -> dict:
+    """`state.file` in a fresh directory owned by the plugin's runtime uid, so that
+    trousseau_state_file_write_failures_total is exported."""
+    d = os.path.join(it_dir, f"state-{name}-{os.getpid()}")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(d, PLUGIN_UID, PLUGIN_GID)
+    return {"file": os.path.join(d, "state.json")}
+
+
 def alias_secondary(bao) -> dict:
     """A `vault.secondary` section that reaches the same OpenBao under another address
     (https://localhost:PORT; the server certificate names localhost too). Not a redundant setup:
@@ -457,6 +470,7 @@ def test_every_metric_the_rules_and_dashboard_use_is_exported(plugin_factory, ba
     pl = plugin_factory.start({
         "vault": {"auth": {"token_file": DELETE, **auth}, "secondary": alias_secondary(bao)},
         "http": {"listen": f"127.0.0.1:{port}"},
+        "state": state_section(it_dir, "mon"),
     })
     pl.wait_healthz(lambda s: s.healthz == "ok", 20, 'healthz "ok"')
     # Traffic of every kind the rules and panels look at: v2 Encrypt/Decrypt/Status, a v1
@@ -543,7 +557,8 @@ path "transit/keys/{E2E_KEY}" {{ capabilities = ["read"] }}
     return plugin_factory.start({"vault": {"transit": {"key": E2E_KEY},
                                            "auth": {"token_file": path},
                                            "secondary": secondary},
-                                 "http": {"listen": f"127.0.0.1:{http_port}"}})
+                                 "http": {"listen": f"127.0.0.1:{http_port}"},
+                                 "state": state_section(it_dir, "mon-e2e")})
 
 
 @pytest.mark.plugin

@@ -2,12 +2,15 @@
 OpenBao with raft storage, under the real seccomp filter and privilege drop: a plugin with the
 file sees a rotation, is stopped, Vault is restored from the older snapshot, and the restarted
 plugin still refuses Encrypt; without the file the restart accepts the restored key (the
-trade-off). Also: a damaged or badly protected file stops the start, naming the file."""
+trade-off). Also: a damaged or badly protected file stops the start, naming the file; a write
+that fails while running is counted in trousseau_state_file_write_failures_total."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import time
 
 import grpc
 
@@ -138,3 +141,52 @@ def test_a_damaged_or_exposed_state_file_stops_the_start(plugin_factory, bao, it
         refused("writable by group or others")
     finally:
         os.chmod(d, 0o700)
+
+
+def wait_metric(pl, name, predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = metric(pl, name)
+        if predicate(v):
+            return v
+        assert time.monotonic() < deadline, f"{what}: {name} is {v} after {timeout} s"
+        time.sleep(0.3)
+
+
+def test_a_failing_state_file_write_is_counted_and_serving_goes_on(plugin_factory, bao, it_dir):
+    key = "rollback-state-fail"
+    if bao.api("GET", f"transit/keys/{key}").status == 404:
+        bao.api_ok("POST", f"transit/keys/{key}", {"type": "aes256-gcm96"})
+    tok = own_key_token(bao, it_dir, key, key)
+    d = state_dir(it_dir, "state-fail")
+    path = os.path.join(d, "state.json")
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.unlink(path)
+    pl = state_plugin(plugin_factory, tok, key, path)
+    wait_ok(pl)
+    pl.wait_healthz(lambda s: os.path.exists(path), 10, "the state file written")
+    assert metric(pl, "trousseau_state_file_write_failures_total") == 0
+    v = int(bao.api_ok("GET", f"transit/keys/{key}").body["data"]["latest_version"])
+
+    # A non-empty directory where the file goes: the rename of every write fails (EISDIR).
+    os.unlink(path)
+    os.makedirs(os.path.join(path, "in-the-way"))
+    bao.api_ok("POST", f"transit/keys/{key}/rotate")
+    failures = wait_metric(pl, "trousseau_state_file_write_failures_total", lambda x: x >= 1, 15,
+                           "a failed write counted")
+    # Availability first: the new version is used, and the plugin stays healthy.
+    st = pl.wait_healthz(lambda s: s.key_id.endswith(f":v{v + 1}"), 10, "the rotation")
+    assert st.healthz == "ok"
+    assert pl.encrypt(os.urandom(32)).ciphertext.startswith(f"vault:v{v + 1}:".encode())
+    # Retried at every check (refresh_period 1 s), each failure counted.
+    wait_metric(pl, "trousseau_state_file_write_failures_total", lambda x: x > failures, 15,
+                "the retry counted")
+    assert "state.write" in pl.stderr_text()
+
+    # Put right: the next check writes the file; the counter keeps what it counted.
+    shutil.rmtree(path)
+    pl.wait_healthz(lambda s: os.path.isfile(path), 10, "the state file written again")
+    assert json.load(open(path))["keys"][f"transit/{key}"]["high_version"] == v + 1
+    assert metric(pl, "trousseau_state_file_write_failures_total") >= failures + 1

@@ -195,6 +195,27 @@ TEST_CASE("state file on disk: a failed write leaves the old file and no tempora
   CHECK(json::parse(Slurp(dir.File()))["keys"]["t/k"]["high_version"] == 3);
 }
 
+TEST_CASE("state file on disk: every failed write is counted, a good one is not", "[state][metrics]") {
+  TempDir dir;
+  auto sf = StateFile::Open(dir.File(), geteuid());
+  REQUIRE(sf.ok());
+  CHECK((*sf)->write_failures() == 0);
+  REQUIRE((*sf)->Write("t/k", Mark(1, {{1, "a"}})).ok());
+  CHECK((*sf)->write_failures() == 0);
+  // A non-empty directory where the file goes: the rename fails (EISDIR), even for root.
+  REQUIRE(unlink(dir.File().c_str()) == 0);
+  REQUIRE(mkdir(dir.File().c_str(), 0700) == 0);
+  dir.Put("x", 0600, "state.json/inner");
+  CHECK_FALSE((*sf)->Write("t/k", Mark(2, {{2, "b"}})).ok());
+  CHECK((*sf)->write_failures() == 1);
+  CHECK_FALSE((*sf)->Write("t/k", Mark(2, {{2, "b"}})).ok());
+  CHECK((*sf)->write_failures() == 2);
+  unlink(dir.File("state.json/inner").c_str());
+  rmdir(dir.File().c_str());
+  REQUIRE((*sf)->Write("t/k", Mark(3, {{3, "c"}})).ok());
+  CHECK((*sf)->write_failures() == 2);  // a counter: the failures stay counted
+}
+
 TEST_CASE("state file on disk: refused at start, naming the file and the problem", "[state]") {
   TempDir dir;
   const auto refused = [&](uid_t owner = geteuid()) {
@@ -371,6 +392,28 @@ TEST_CASE("every raised mark reaches the file; an unchanged one is not rewritten
   CHECK(first.st_ino != second.st_ino);
   CHECK(json::parse(Slurp(dir.File()))["keys"]["transit/kubernetes"]["high_version"] == 2);
   CHECK(dir.Entries() == std::set<std::string>{"state.json"});
+}
+
+TEST_CASE("a key service whose state file write fails keeps serving and the failure is counted",
+          "[state][metrics]") {
+  TempDir dir;
+  auto sf = StateFile::Open(dir.File(), geteuid());
+  REQUIRE(sf.ok());
+  Plugin p(sf->get());
+  // The directory cannot take the file: every write's rename fails.
+  REQUIRE(mkdir(dir.File().c_str(), 0700) == 0);
+  dir.Put("x", 0600, "state.json/inner");
+  p.http.Respond(fakes::Method::kGet, kKeys, 200, KeyBody(1));
+  p.keys.RefreshOnce();
+  CHECK(p.keys.State().latest_version == 1);  // availability first: the version is used anyway
+  CHECK((*sf)->write_failures() == 1);
+  p.keys.RefreshOnce();                       // retried at the next check, failing again
+  CHECK((*sf)->write_failures() == 2);
+  unlink(dir.File("state.json/inner").c_str());
+  rmdir(dir.File().c_str());
+  p.keys.RefreshOnce();                       // written at last
+  CHECK((*sf)->write_failures() == 2);
+  CHECK(json::parse(Slurp(dir.File()))["keys"]["transit/kubernetes"]["high_version"] == 1);
 }
 
 TEST_CASE("the secondary cluster's key has its own entry, even under the same name", "[state]") {

@@ -202,6 +202,25 @@ TEST_CASE("the secondary Vault families exist only when one is configured", "[me
   metrics::SetStateProvider(nullptr);
 }
 
+TEST_CASE("the state file write failure counter exists only with state.file", "[metrics][state]") {
+  metrics::SetStateProvider([] { return metrics::RuntimeState{}; });
+  CHECK_THAT(metrics::Exposition(), !Contains("trousseau_state_file_"));
+  uint64_t failures = 0;
+  metrics::SetStateProvider([&failures] {
+    metrics::RuntimeState s;
+    s.state_file_configured = true;
+    s.state_file_write_failures = failures;
+    return s;
+  });
+  std::string text = metrics::Exposition();
+  CHECK(Sample(text, "trousseau_state_file_write_failures_total") == 0);
+  CHECK_THAT(text, Contains("# TYPE trousseau_state_file_write_failures_total counter"));
+  failures = 4;
+  text = metrics::Exposition();
+  CHECK(Sample(text, "trousseau_state_file_write_failures_total") == 4);
+  metrics::SetStateProvider(nullptr);
+}
+
 TEST_CASE("cached metric handles: every call counted in its own series, from many threads, and "
           "the node label follows the configured addresses", "[metrics]") {
   // The handles of each label combination are looked up once and kept; calls from several
