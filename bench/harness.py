@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -447,8 +448,13 @@ class Bench:
                  "--n", "1000000", "--concurrency", "1", "--warmup", "1",
                  "--pace-us", str(self.args.status_pace_us), "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The load client's own CPU (utime+stime of the reaped child). For the floor this is what a
+        # minimal Vault client (libcurl + OpenSSL + the JSON it needs) spends per Vault call: the
+        # same-run reference for Trousseau's Vault path. Read before the prober is reaped.
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run(self.bench_cmd(c, "roundtrip", n, conc), capture_output=True, text=True,
                            timeout=300)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         probe_res = None
         if probe is not None:
             probe.send_signal(signal.SIGINT)
@@ -468,6 +474,8 @@ class Bench:
         res["kms_calls"] = kms_calls
         res["plugin_cpu_us_per_call"] = (cpu1 - cpu0) * 1e6 / kms_calls if pid else None
         res["bao_cpu_us_per_call"] = (bcpu1 - bcpu0) * 1e6 / kms_calls
+        res["client_cpu_us_per_call"] = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) \
+            * 1e6 / kms_calls
         res["tcp_connects"] = opens1 - opens0
         if probe_res is not None:
             res["status"] = {k: probe_res[k] for k in ("ok", "p50_us", "p90_us", "p99_us", "max_us")}
@@ -497,7 +505,8 @@ class Bench:
                 log(f"{c.name:<20} c={conc:<3} p50 {res['p50_us']:9.0f} us  p99 {res['p99_us']:9.0f} us"
                     f"  {res['throughput_per_s']:7.0f} rt/s  plugin CPU "
                     + (f"{cpu:5.0f}" if cpu is not None else "    -")
-                    + f" us/call  OpenBao CPU {res['bao_cpu_us_per_call']:5.0f} us/call")
+                    + f" us/call  OpenBao CPU {res['bao_cpu_us_per_call']:5.0f} us/call"
+                    + f"  client CPU {res['client_cpu_us_per_call']:5.0f} us/call")
             if conc == status_c:
                 # Status under load: a second run at this c with a paced Status prober beside it.
                 for c in self.contenders:

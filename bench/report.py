@@ -47,13 +47,15 @@ def main_table(out) -> list[list[str]]:
             s = status.get((name, conc))
             rows.append([name, str(conc), _f(r["p50_us"]), _f(r["p99_us"]),
                          _f(r["throughput_per_s"]), _f(r["plugin_cpu_us_per_call"]),
-                         _f(r["bao_cpu_us_per_call"]), _f(r.get("tcp_connects")),
+                         _f(r["bao_cpu_us_per_call"]), _f(r.get("client_cpu_us_per_call")),
+                         _f(r.get("tcp_connects")),
                          _f(s["p99_us"], "{:,.0f}") if s else ""])
     return rows
 
 
 MAIN_HDR = ["contender", "c", "round trip p50 µs", "p99 µs", "round trips/s",
-            "plugin CPU µs/KMS call", "OpenBao CPU µs/KMS call", "new TCP connections",
+            "plugin CPU µs/KMS call", "OpenBao CPU µs/KMS call", "client CPU µs/call",
+            "new TCP connections",
             "Status p99 µs under load"]
 
 
@@ -167,12 +169,18 @@ def own_cost_lines(out) -> list[str]:
     for conc in out["settings"]["concurrency"]:
         get = lambda n: (_runs(out, n).get(conc) or {}).get("plugin_cpu_us_per_call")  # noqa: E731
         t, nu, e = get("trousseau"), get("null"), get("echo")
+        fl = (_runs(out, "floor").get(conc) or {}).get("client_cpu_us_per_call")
+        ref = (f" (the floor's client, libcurl + OpenSSL + minimal JSON, spent {fl:,.0f} µs per "
+               f"Vault call in the same run)") if fl is not None else ""
         if None in (t, nu, e):
+            if t is not None and fl is not None:
+                lines.append(f"- c={conc}: trousseau {t:,.0f} µs per KMS call; the floor's client "
+                             f"{fl:,.0f} µs per Vault call.")
             continue
         lines.append(f"- c={conc}: gRPC over the Unix socket (echo) {e:,.0f} µs, Trousseau's KMS "
                      f"layer (null − echo) {nu - e:+,.0f} µs, the Vault path: TLS, HTTP, JSON, token and "
                      f"health (trousseau − null) "
-                     f"{t - nu:+,.0f} µs: {t:,.0f} µs per KMS call in all.")
+                     f"{t - nu:+,.0f} µs{ref}: {t:,.0f} µs per KMS call in all.")
     if lines:
         lines = ["", "Plugin CPU per KMS call, split (same run; 10 ms ticks, so small numbers are "
                  "coarse):", ""] + lines
@@ -324,7 +332,10 @@ def write_markdown(out, path) -> None:
           "(warm-up included, 10 ms ticks) ÷ KMS calls (a round trip is two). New TCP "
           "connections: `/proc/net/snmp` ActiveOpens in the bench's namespace over the run (to "
           "OpenBao; each is a TLS handshake; the floor opens one per caller). Status p99: a "
-          "second run at that concurrency with a paced Status prober beside it.", ""]
+          "second run at that concurrency with a paced Status prober beside it. Client CPU: "
+          "utime+stime of the `trousseau-bench` load client over the same run ÷ the same calls; for "
+          "the floor that is a minimal Vault client's cost per Transit call (libcurl, OpenSSL, the "
+          "JSON it needs), the reference for Trousseau's Vault path.", ""]
     L += _table(MAIN_HDR, main_table(out))
     L += own_cost_lines(out)
     L += ["", "![throughput and p99 against concurrency](" + os.path.basename(png) + ")"

@@ -89,17 +89,36 @@ std::string_view ClipUtf8(std::string_view s, size_t n) {
 
 std::string Timestamp() {
   const auto now = std::chrono::system_clock::now();
-  const auto secs = std::chrono::time_point_cast<std::chrono::seconds>(now);
+  auto secs = std::chrono::time_point_cast<std::chrono::seconds>(now);
+  if (secs > now) secs -= std::chrono::seconds(1);  // before 1970: floor, not truncation
   const auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(now - secs).count();
+  // The "YYYY-MM-DDTHH:MM:SS" part changes once a second: formatted (gmtime_r + snprintf, a
+  // few µs) only then, per thread; the microseconds are written by hand.
+  thread_local std::time_t cached_t = -1;
+  thread_local char prefix[64] = {0};
+  thread_local size_t prefix_len = 0;
   const std::time_t t = std::chrono::system_clock::to_time_t(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[80];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long>(micros));
-  return buf;
+  if (t != cached_t || prefix_len == 0) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    const int n = std::snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:%02d",
+                                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                                tm.tm_min, tm.tm_sec);
+    prefix_len = n > 0 ? std::min(static_cast<size_t>(n), sizeof(prefix) - 1) : 0;
+    cached_t = t;
+  }
+  std::string out;
+  out.reserve(prefix_len + 9);
+  out.append(prefix, prefix_len);
+  char frac[9] = {'.', '0', '0', '0', '0', '0', '0', 'Z', '\0'};
+  long us = static_cast<long>(micros);
+  for (int i = 6; i >= 1; --i) {
+    frac[i] = static_cast<char>('0' + us % 10);
+    us /= 10;
+  }
+  out.append(frac, 8);
+  return out;
 }
 
 void SetLevel(Level level) { g_level = static_cast<int>(level); }
@@ -202,6 +221,8 @@ struct AsyncWriter::State {
   uint64_t written = 0;  // lines handed to the output so far
   bool stop = false;
   bool done = false;     // the thread has returned
+  bool idle_wait = false;  // the thread waits for a first line: a Push must wake it
+  bool hurry = false;      // Flush wants the lines now: end the linger
   std::atomic<uint64_t> dropped_audit{0};
   std::atomic<uint64_t> dropped_other{0};
   uint64_t reported_audit = 0, reported_other = 0;
@@ -210,6 +231,10 @@ struct AsyncWriter::State {
 
   void Run();
   std::string DropReport(uint64_t audit, uint64_t other) const;
+  // Half the bound: write now rather than risk dropping lines while lingering.
+  bool Urgent() const {
+    return queue.size() >= opts.max_lines / 2 || queued_bytes >= opts.max_bytes / 2;
+  }
 };
 
 std::string AsyncWriter::State::DropReport(uint64_t audit, uint64_t other) const {
@@ -228,7 +253,14 @@ std::string AsyncWriter::State::DropReport(uint64_t audit, uint64_t other) const
 void AsyncWriter::State::Run() {
   std::unique_lock<std::mutex> lock(mu);
   for (;;) {
+    idle_wait = true;
     work.wait_for(lock, opts.report_period, [this] { return stop || !queue.empty(); });
+    idle_wait = false;
+    if (!queue.empty() && !stop && !hurry && opts.linger.count() > 0) {
+      // Let more lines gather; Push does not signal during this wait unless Urgent().
+      work.wait_for(lock, opts.linger, [this] { return stop || hurry || Urgent(); });
+    }
+    hurry = false;
     if (!queue.empty()) {
       std::deque<std::string> batch;
       batch.swap(queue);
@@ -292,7 +324,8 @@ bool AsyncWriter::Push(std::string line, bool audit) {
       state_->queued_bytes += line.size();
       state_->queue.push_back(std::move(line));
       ++state_->pushed;
-      state_->work.notify_one();
+      // Only an idle thread needs a wake-up; a lingering one writes this line with its batch.
+      if (state_->idle_wait || state_->Urgent()) state_->work.notify_one();
       return true;
     }
   }
@@ -303,6 +336,10 @@ bool AsyncWriter::Push(std::string line, bool audit) {
 bool AsyncWriter::Flush(std::chrono::milliseconds max_wait) {
   std::unique_lock<std::mutex> lock(state_->mu);
   const uint64_t target = state_->pushed;
+  if (state_->written < target) {
+    state_->hurry = true;  // end a linger now
+    state_->work.notify_one();
+  }
   return state_->idle.wait_for(lock, max_wait,
                                [&] { return state_->written >= target || state_->done; }) &&
          state_->written >= target;

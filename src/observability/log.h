@@ -82,6 +82,11 @@ struct WriterOptions {
   size_t max_lines = 4096;                 // queued lines before new ones are dropped
   size_t max_bytes = 8u << 20;             // queued bytes before new lines are dropped
   std::chrono::milliseconds report_period{10000};  // at most one "log.dropped" line per period
+  // How long the thread waits, after the first line of a batch, for more lines before writing.
+  // During that wait a Push makes no wake-up (no futex call, no context switch): at one KMS call
+  // a millisecond, the thread wakes once per ~5 lines instead of once per line. Flush, Stop and a
+  // queue half full end the wait at once. 0: write as soon as a line arrives.
+  std::chrono::microseconds linger{5000};
   Output output;                           // default: write(2) to stderr
 };
 

@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <regex>
 #include <string>
 
@@ -23,6 +25,32 @@ struct LevelGuard {
   Level saved = GetLevel();
   ~LevelGuard() { SetLevel(saved); }
 };
+
+// Timestamp() formats the seconds once per second per thread and the microseconds by hand: the
+// result must equal what gmtime_r + snprintf give for a time between the clock before and after.
+TEST_CASE("Timestamp is UTC with microseconds, and agrees with gmtime", "[log]") {
+  auto format = [](std::chrono::system_clock::time_point tp) {
+    const auto secs = std::chrono::floor<std::chrono::seconds>(tp);
+    const std::time_t t = std::chrono::system_clock::to_time_t(secs);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[80];
+    std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<long>(
+                      std::chrono::duration_cast<std::chrono::microseconds>(tp - secs).count()));
+    return std::string(buf);
+  };
+  for (int i = 0; i < 2000; ++i) {  // crosses second boundaries now and then; reuses the cache
+    const auto before = std::chrono::system_clock::now();
+    const std::string ts = Timestamp();
+    const auto after = std::chrono::system_clock::now();
+    REQUIRE(std::regex_match(ts, std::regex(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)")));
+    // Fixed width: string order is time order.
+    CHECK(format(before) <= ts);
+    CHECK(ts <= format(after));
+  }
+}
 
 TEST_CASE("the level filters lower-severity lines", "[log]") {
   LevelGuard guard;

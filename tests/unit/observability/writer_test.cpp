@@ -2,12 +2,14 @@
 // never waits; lines beyond the bound are dropped and counted (audit records separately); the
 // drops are reported in one "log.dropped" warn line once the output moves again; Stop is bounded.
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "observability/log.h"
@@ -129,6 +131,50 @@ TEST_CASE("Stop is bounded when the output never returns", "[log][writer][negati
   CHECK(std::chrono::steady_clock::now() - t0 < 5s);
   CHECK_FALSE(w);
   gate->Release();  // lets the detached thread finish
+}
+
+// The linger: lines pushed while the thread waits for company go out in one write, and neither
+// Flush nor Stop waits for the linger to run out (an hour here: either would time out).
+TEST_CASE("lines gathered during the linger go out in one write; Flush and Stop end it",
+          "[log][writer]") {
+  auto gate = std::make_shared<Gate>();
+  gate->Release();  // an output that never blocks
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  WriterOptions o;
+  o.linger = std::chrono::hours(1);
+  o.output = [gate, calls, inner = gate->MakeOutput(gate)](std::string_view text) {
+    calls->fetch_add(1);
+    inner(text);
+  };
+  AsyncWriter w(o);
+  for (int i = 0; i < 3; ++i) REQUIRE(w.Push("line " + std::to_string(i) + "\n", false));
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(w.Flush(10s));
+  CHECK(std::chrono::steady_clock::now() - t0 < 9s);
+  CHECK(w.written_lines() == 3);
+  CHECK(calls->load() == 1);
+  CHECK(gate->Lines() == std::vector<std::string>{"line 0", "line 1", "line 2"});
+  REQUIRE(w.Push("last\n", true));
+  REQUIRE(w.Stop(10s));  // the lingering line is written, not lost
+  CHECK(w.written_lines() == 4);
+  CHECK(gate->Lines().back() == "last");
+}
+
+TEST_CASE("a queue half full ends the linger without a Flush", "[log][writer]") {
+  auto gate = std::make_shared<Gate>();
+  gate->Release();
+  WriterOptions o;
+  o.linger = std::chrono::hours(1);
+  o.max_lines = 8;
+  o.output = gate->MakeOutput(gate);
+  AsyncWriter w(o);
+  for (int i = 0; i < 4; ++i) REQUIRE(w.Push("x\n", false));
+  // No Flush: the thread must write on its own once 4 of 8 lines wait.
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (w.written_lines() < 4 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(1ms);
+  }
+  CHECK(w.written_lines() == 4);
 }
 
 TEST_CASE("the process-wide writer queues log lines and audit records", "[log][writer]") {
