@@ -2,6 +2,7 @@
 // FakeKeyService behind it: message translation, status codes, deadlines and audit records.
 #include "kms/services.h"
 #include "kms/server_tuning.h"
+#include "kms/status_loop.h"
 
 #include <grpcpp/grpcpp.h>
 
@@ -33,6 +34,7 @@ struct Server {
   FakeKeyService keys;
   V2Service v2{keys};
   V1Beta1Service v1{keys, "0.1.0-test"};
+  StatusLoop loop{&v2, &v1};  // outlives the server
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<::v2::KeyManagementService::Stub> v2_stub;
   std::unique_ptr<::v1beta1::KeyManagementService::Stub> v1_stub;
@@ -43,8 +45,10 @@ struct Server {
     b.AddListeningPort(addr, grpc::InsecureServerCredentials());
     b.RegisterService(&v2);
     b.RegisterService(&v1);
+    loop.AddTo(b);
     server = b.BuildAndStart();
     REQUIRE(server != nullptr);
+    REQUIRE(loop.Start().ok());
     auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
     v2_stub = ::v2::KeyManagementService::NewStub(channel);
     v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
@@ -52,6 +56,7 @@ struct Server {
   ~Server() {
     server->Shutdown();
     server->Wait();
+    loop.Stop();
   }
 };
 
@@ -467,6 +472,7 @@ struct LimitedServer {
   CallLimits limits{2, 3};
   V2Service v2{keys, &limits};
   V1Beta1Service v1{keys, "0.1.0-test", &limits};
+  StatusLoop loop{&v2, &v1};  // outlives the server
   std::unique_ptr<grpc::Server> server;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<::v2::KeyManagementService::Stub> v2_stub;
@@ -479,8 +485,10 @@ struct LimitedServer {
     b.AddListeningPort(addr, grpc::InsecureServerCredentials());
     b.RegisterService(&v2);
     b.RegisterService(&v1);
+    loop.AddTo(b);
     server = b.BuildAndStart();
     REQUIRE(server != nullptr);
+    REQUIRE(loop.Start().ok());
     channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
     v2_stub = ::v2::KeyManagementService::NewStub(channel);
     v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
@@ -489,6 +497,7 @@ struct LimitedServer {
     keys.OpenGate();
     server->Shutdown();
     server->Wait();
+    loop.Stop();
   }
 
   grpc::Status Encrypt() {
