@@ -586,6 +586,179 @@ TEST_CASE("Encrypt and Decrypt over their limits are refused; Status still answe
   CHECK(s.Decrypt().ok());
 }
 
+// The value of one KMS request counter series in the exposition (0 when absent).
+double KmsRequests(const std::string& api, const std::string& method) {
+  const std::string text = metrics::Exposition();
+  const std::string series = "trousseau_kms_requests_total{api=\"" + api + "\",code=\"OK\",method=\"" +
+                             method + "\"} ";
+  const size_t at = text.find(series);
+  return at == std::string::npos ? 0 : std::stod(text.substr(at + series.size()));
+}
+
+TEST_CASE("Status and Version answer while every sync-server thread is held in a slow Encrypt",
+          "[kms][status_loop]") {
+  // The sync server may run at most 4 threads; Encrypt/Decrypt limits are far above that, so
+  // only the thread pool bounds them. Status and Version must need none of its threads.
+  fakes::TempDir dir;
+  FakeKeyService keys;
+  keys.SetEncryptResult(Wrapped(Ct(), "transit/k:v3"));
+  keys.SetHealth({"ok", "transit/k:v3"});
+  CallLimits limits{64, 64};
+  V2Service v2{keys, &limits};
+  V1Beta1Service v1{keys, "0.1.0-test", &limits};
+  StatusLoop loop{&v2, &v1};
+  const std::string addr = "unix:" + dir.Path("kms.sock");
+  grpc::ServerBuilder b;
+  b.AddListeningPort(addr, grpc::InsecureServerCredentials());
+  b.RegisterService(&v2);
+  b.RegisterService(&v1);
+  b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
+  grpc::ResourceQuota quota("status-loop-test");
+  quota.SetMaxThreads(4);
+  b.SetResourceQuota(quota);
+  loop.AddTo(b);
+  auto server = b.BuildAndStart();
+  REQUIRE(server != nullptr);
+  REQUIRE(loop.Start().ok());
+  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  auto v2_stub = ::v2::KeyManagementService::NewStub(channel);
+  auto v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
+
+  // More Encrypts than the pool has threads, each held in the key service: every thread that
+  // could be made is blocked in one, the others are refused by gRPC or wait for a thread.
+  keys.CloseGate();
+  constexpr int kCallers = 8;
+  std::vector<std::thread> callers;
+  std::vector<grpc::StatusCode> codes(kCallers, grpc::StatusCode::UNKNOWN);
+  for (int i = 0; i < kCallers; ++i) {
+    callers.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+      ::v2::EncryptRequest req;
+      req.set_uid("u");
+      req.set_plaintext("p");
+      ::v2::EncryptResponse resp;
+      codes[i] = v2_stub->Encrypt(&ctx, req, &resp).error_code();
+    });
+  }
+  REQUIRE(keys.WaitForBlocked(2, 20s));
+  // Let the pool settle at its bound: no more Encrypt reaches the key service.
+  int held = keys.blocked();
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(50ms);
+    if (keys.blocked() != held) {
+      held = keys.blocked();
+      i = 0;
+    }
+  }
+  INFO("Encrypts held in the key service: " << held);
+  CHECK(held < kCallers);  // the pool, not the callers, bounds them
+  CHECK(held <= 4);
+  {
+    // The pool really is exhausted: a sync call (Decrypt) gets no thread to reach the key
+    // service. A Status served on the sync server would fail the same way.
+    keys.SetDecryptResult("p");
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 1s);
+    ::v2::DecryptRequest req;
+    req.set_uid("u");
+    req.set_ciphertext(Ct());
+    req.set_key_id("transit/k:v3");
+    ::v2::DecryptResponse resp;
+    const grpc::StatusCode code = v2_stub->Decrypt(&ctx, req, &resp).error_code();
+    CHECK((code == grpc::StatusCode::RESOURCE_EXHAUSTED || code == grpc::StatusCode::DEADLINE_EXCEEDED));
+    CHECK(keys.blocked() == held);  // no thread took it into the key service
+  }
+
+  const double status_before = KmsRequests("v2", "Status");
+  const double version_before = KmsRequests("v1beta1", "Version");
+  const int health_before = keys.health_calls();
+  for (int i = 0; i < 20; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ::v2::StatusResponse resp;
+    const grpc::Status st = v2_stub->Status(&ctx, ::v2::StatusRequest(), &resp);
+    INFO(st.error_message());
+    REQUIRE(st.ok());
+    CHECK(resp.version() == "v2");
+    CHECK(resp.healthz() == "ok");
+    CHECK(resp.key_id() == "transit/k:v3");
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ::v1beta1::VersionResponse resp;
+    REQUIRE(v1_stub->Version(&ctx, ::v1beta1::VersionRequest(), &resp).ok());
+    CHECK(resp.runtime_name() == "trousseau");
+    CHECK(resp.runtime_version() == "0.1.0-test");
+  }
+  // Each was answered from the key service's health and counted once, as a KMS call.
+  CHECK(keys.health_calls() - health_before == 20);
+  CHECK(KmsRequests("v2", "Status") - status_before == 20);
+  CHECK(KmsRequests("v1beta1", "Version") - version_before == 1);
+
+  keys.OpenGate();
+  for (auto& t : callers) t.join();
+  int ok = 0;
+  for (auto c : codes) {
+    CHECK((c == grpc::StatusCode::OK || c == grpc::StatusCode::RESOURCE_EXHAUSTED));
+    ok += c == grpc::StatusCode::OK ? 1 : 0;
+  }
+  CHECK(ok >= held);
+  server->Shutdown();
+  server->Wait();
+  loop.Stop();
+  loop.Stop();  // idempotent
+}
+
+TEST_CASE("a Status call the client gave up on is dropped cleanly; the next one answers",
+          "[kms][status_loop]") {
+  Server s;
+  {
+    // Already past its deadline when sent: gRPC ends it; the loop must not wedge on it.
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() - 1s);
+    ::v2::StatusResponse resp;
+    CHECK(s.v2_stub->Status(&ctx, ::v2::StatusRequest(), &resp).error_code() ==
+          grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  for (int i = 0; i < 5; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ::v2::StatusResponse resp;
+    REQUIRE(s.v2_stub->Status(&ctx, ::v2::StatusRequest(), &resp).ok());
+    CHECK(resp.version() == "v2");
+  }
+}
+
+TEST_CASE("the status loop refuses a wrong order of use", "[kms][status_loop][negative]") {
+  FakeKeyService keys;
+  V2Service v2{keys};
+  {
+    StatusLoop loop{&v2, nullptr};
+    const absl::Status st = loop.Start();  // no AddTo: no queue
+    CHECK(st.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(st.message()), Contains("not added to the server"));
+  }
+  {
+    fakes::TempDir dir;
+    StatusLoop loop{&v2, nullptr};
+    grpc::ServerBuilder b;
+    b.AddListeningPort("unix:" + dir.Path("kms.sock"), grpc::InsecureServerCredentials());
+    b.RegisterService(&v2);
+    loop.AddTo(b);
+    auto server = b.BuildAndStart();
+    REQUIRE(server != nullptr);
+    REQUIRE(loop.Start().ok());
+    const absl::Status again = loop.Start();
+    CHECK(again.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(again.message()), Contains("already started"));
+    server->Shutdown();
+    server->Wait();
+  }  // the loop's destructor stops it: the queue drained, the thread joined
+}
+
 TEST_CASE("a refused call frees nothing it did not take", "[kms][limits][negative]") {
   InFlightLimit l("Encrypt", "limits.max_in_flight.encrypt", 1);
   REQUIRE(l.TryAcquire());
