@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
   trousseau::kms::CallLimits limits(4096, 4096);  // the bench measures cost, not shedding
   std::unique_ptr<trousseau::kms::V2Service> v2;
   std::unique_ptr<trousseau::kms::V1Beta1Service> v1;
-  std::unique_ptr<trousseau::kms::StatusLoop> status_loop;  // as `serve`: outlives the server
+  std::unique_ptr<trousseau::kms::StatusLoop> status_loop;  // stopped before the server goes
   EchoV2 echo;
   if (mode == "null") {
     trousseau::log::StartWriter();  // as `serve` does: audit records through the async writer
@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (status_loop) {
-    if (auto st = status_loop->Start(); !st.ok()) {
+    if (auto st = status_loop->Start(*server); !st.ok()) {
       std::cerr << "trousseau-null-server: " << st.message() << "\n";
       return 1;
     }

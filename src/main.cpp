@@ -120,8 +120,8 @@ struct Plugin {
   std::unique_ptr<kms::CallLimits> limits;
   std::unique_ptr<kms::V2Service> v2;
   std::unique_ptr<kms::V1Beta1Service> v1;
-  std::unique_ptr<kms::StatusLoop> status_loop;  // Status/Version: outlives the server
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<kms::StatusLoop> status_loop;  // Status/Version: destroyed before the server
   // The operations listener reads everything above: declared last, destroyed first.
   std::unique_ptr<observability::LivenessChecker> liveness;
   std::unique_ptr<observability::HttpServer> ops;
@@ -439,7 +439,7 @@ int Serve(const std::string& config_path, bool check_only) {
   p.server = builder.BuildAndStart();
   umask(old_umask);
   if (!p.server) return Die(kExitRuntime, "cannot listen on socket " + sock);
-  if (auto st = p.status_loop->Start(); !st.ok()) {
+  if (auto st = p.status_loop->Start(*p.server); !st.ok()) {
     p.server->Shutdown();
     kms::RemoveSocket(sock);
     return Die(kExitRuntime, std::string(st.message()));

@@ -27,7 +27,7 @@ void StatusLoop::AddTo(grpc::ServerBuilder& builder) {
   if (!cq_) cq_ = builder.AddCompletionQueue(/*is_frequently_polled=*/true);
 }
 
-absl::Status StatusLoop::Start() {
+absl::Status StatusLoop::Start(grpc::Server& server) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!cq_) return absl::FailedPreconditionError("the status loop's queue was not added to the server");
@@ -39,9 +39,12 @@ absl::Status StatusLoop::Start() {
                                           e.what());
     }
     started_ = true;
+    server_ = &server;
   }
-  if (v2_ != nullptr) Request(Method::kStatus);
-  if (v1_ != nullptr) Request(Method::kVersion);
+  // Back only once the requests are posted: the caller may shut the server down and destroy it
+  // right after, and a request must never reach a destroyed server.
+  std::unique_lock<std::mutex> lock(mu_);
+  posted_cv_.wait(lock, [this] { return posted_; });
   return absl::OkStatus();
 }
 
@@ -59,6 +62,17 @@ void StatusLoop::Request(Method m) {
 
 void StatusLoop::Run() {
   pthread_setname_np(pthread_self(), "kms-status");  // prctl(PR_SET_NAME): in the allowlist
+  // The first requests are posted here, not by Start()'s caller: every request object is then
+  // made and completed on this thread. (gRPC's queue hands it between threads through
+  // synchronisation ThreadSanitizer cannot see in Debian's uninstrumented gRPC.) Until they
+  // are posted, a call waits in gRPC for them.
+  if (v2_ != nullptr) Request(Method::kStatus);
+  if (v1_ != nullptr) Request(Method::kVersion);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    posted_ = true;
+  }
+  posted_cv_.notify_all();
   void* tag = nullptr;
   bool ok = false;
   while (cq_->Next(&tag, &ok)) {
@@ -88,9 +102,17 @@ void StatusLoop::Run() {
 }
 
 void StatusLoop::Stop() {
+  grpc::Server* server = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
+    server = started_ ? server_ : nullptr;
+  }
+  // The server first: its shutdown ends the requests we posted (their tags come back not ok);
+  // our thread keeps answering until then. Only then may the queue shut down.
+  if (server != nullptr) server->Shutdown();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     if (cq_) cq_->Shutdown();
   }

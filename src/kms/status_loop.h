@@ -7,8 +7,10 @@
 #pragma once
 
 #include <grpcpp/completion_queue.h>
+#include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -19,15 +21,17 @@
 namespace trousseau::kms {
 
 // Order of use:
-//   StatusLoop loop(&v2, &v1);            // declared before the server: it must outlive it
+//   std::unique_ptr<grpc::Server> server;  // declared before the loop: the loop is destroyed first
+//   StatusLoop loop(&v2, &v1);
 //   builder.RegisterService(&v2); ...; loop.AddTo(builder);
 //   server = builder.BuildAndStart();
-//   loop.Start();                          // before the seccomp filter (it creates a thread)
+//   loop.Start(*server);                   // before the seccomp filter (it creates a thread)
 //   ...
-//   server->Shutdown(); server->Wait();    // pending requests end (their tags come back not ok)
+//   server->Shutdown(); server->Wait();    // the requests posted end (their tags come back not ok)
 //   loop.Stop();                           // the queue shut down, every tag drained, the thread joined
-// The destructor calls Stop(): it too needs the server shut down (or destroyed) first, otherwise
-// the requests the loop posted never come back and Stop() waits for them.
+// The server must still exist when Stop() runs: a request's tag still in the queue refers to
+// it. Stop() (and the destructor, which calls it) shuts the server down first if that was not
+// done, so a loop destroyed before its server is always safe.
 class StatusLoop {
  public:
   // Either service may be null (not served). Both must outlive the loop.
@@ -38,11 +42,12 @@ class StatusLoop {
 
   // Adds the loop's completion queue to the server. Before BuildAndStart, once.
   void AddTo(grpc::ServerBuilder& builder);
-  // After BuildAndStart succeeded: starts the thread ("kms-status") and posts one request per
-  // method. An error when AddTo was not called, it was already started, or no thread could be made.
-  absl::Status Start();
-  // After the server's Shutdown: shuts the queue down, frees every call still in it and joins
-  // the thread. Idempotent.
+  // After BuildAndStart succeeded: starts the thread ("kms-status"), which posts one request
+  // per method, and returns once they are posted. An error when AddTo was not called, it was
+  // already started, or no thread could be made. `server` must outlive the loop.
+  absl::Status Start(grpc::Server& server);
+  // Shuts the server down (a no-op when the caller already did) and then the queue, frees every
+  // call still in it and joins the thread. Idempotent.
   void Stop();
 
  private:
@@ -54,11 +59,14 @@ class StatusLoop {
 
   V2Service* v2_;
   V1Beta1Service* v1_;
+  grpc::Server* server_ = nullptr;  // set by Start
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
   std::thread thread_;
   // Guards every operation that adds work to cq_ against its shutdown: gRPC aborts on an
   // operation started on a queue already shut down.
   std::mutex mu_;
+  std::condition_variable posted_cv_;
+  bool posted_ = false;  // the thread has posted its first requests
   bool started_ = false;
   bool stopping_ = false;
 };

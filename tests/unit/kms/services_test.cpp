@@ -34,8 +34,8 @@ struct Server {
   FakeKeyService keys;
   V2Service v2{keys};
   V1Beta1Service v1{keys, "0.1.0-test"};
-  StatusLoop loop{&v2, &v1};  // outlives the server
   std::unique_ptr<grpc::Server> server;
+  StatusLoop loop{&v2, &v1};  // destroyed before the server
   std::unique_ptr<::v2::KeyManagementService::Stub> v2_stub;
   std::unique_ptr<::v1beta1::KeyManagementService::Stub> v1_stub;
 
@@ -48,7 +48,7 @@ struct Server {
     loop.AddTo(b);
     server = b.BuildAndStart();
     REQUIRE(server != nullptr);
-    REQUIRE(loop.Start().ok());
+    REQUIRE(loop.Start(*server).ok());
     auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
     v2_stub = ::v2::KeyManagementService::NewStub(channel);
     v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
@@ -472,8 +472,8 @@ struct LimitedServer {
   CallLimits limits{2, 3};
   V2Service v2{keys, &limits};
   V1Beta1Service v1{keys, "0.1.0-test", &limits};
-  StatusLoop loop{&v2, &v1};  // outlives the server
   std::unique_ptr<grpc::Server> server;
+  StatusLoop loop{&v2, &v1};  // destroyed before the server
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<::v2::KeyManagementService::Stub> v2_stub;
   std::unique_ptr<::v1beta1::KeyManagementService::Stub> v1_stub;
@@ -488,7 +488,7 @@ struct LimitedServer {
     loop.AddTo(b);
     server = b.BuildAndStart();
     REQUIRE(server != nullptr);
-    REQUIRE(loop.Start().ok());
+    REQUIRE(loop.Start(*server).ok());
     channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
     v2_stub = ::v2::KeyManagementService::NewStub(channel);
     v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
@@ -606,6 +606,7 @@ TEST_CASE("Status and Version answer while every sync-server thread is held in a
   CallLimits limits{64, 64};
   V2Service v2{keys, &limits};
   V1Beta1Service v1{keys, "0.1.0-test", &limits};
+  std::unique_ptr<grpc::Server> server;
   StatusLoop loop{&v2, &v1};
   const std::string addr = "unix:" + dir.Path("kms.sock");
   grpc::ServerBuilder b;
@@ -618,9 +619,9 @@ TEST_CASE("Status and Version answer while every sync-server thread is held in a
   quota.SetMaxThreads(4);
   b.SetResourceQuota(quota);
   loop.AddTo(b);
-  auto server = b.BuildAndStart();
+  server = b.BuildAndStart();
   REQUIRE(server != nullptr);
-  REQUIRE(loop.Start().ok());
+  REQUIRE(loop.Start(*server).ok());
   auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
   auto v2_stub = ::v2::KeyManagementService::NewStub(channel);
   auto v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
@@ -735,28 +736,39 @@ TEST_CASE("a Status call the client gave up on is dropped cleanly; the next one 
 TEST_CASE("the status loop refuses a wrong order of use", "[kms][status_loop][negative]") {
   FakeKeyService keys;
   V2Service v2{keys};
+  fakes::TempDir dir;
+  std::unique_ptr<grpc::Server> server;
   {
+    StatusLoop other{&v2, nullptr};  // never started: its queue is drained by its destructor
+    grpc::ServerBuilder b;
+    b.AddListeningPort("unix:" + dir.Path("a.sock"), grpc::InsecureServerCredentials());
+    b.RegisterService(&v2);
+    other.AddTo(b);
+    server = b.BuildAndStart();
+    REQUIRE(server != nullptr);
     StatusLoop loop{&v2, nullptr};
-    const absl::Status st = loop.Start();  // no AddTo: no queue
+    const absl::Status st = loop.Start(*server);  // no AddTo: no queue
     CHECK(st.code() == absl::StatusCode::kFailedPrecondition);
     CHECK_THAT(std::string(st.message()), Contains("not added to the server"));
+    server->Shutdown();
+    server.reset();
   }
+  V2Service v2b{keys};  // a service registers with one server only
   {
-    fakes::TempDir dir;
-    StatusLoop loop{&v2, nullptr};
+    StatusLoop loop{&v2b, nullptr};
     grpc::ServerBuilder b;
     b.AddListeningPort("unix:" + dir.Path("kms.sock"), grpc::InsecureServerCredentials());
-    b.RegisterService(&v2);
+    b.RegisterService(&v2b);
     loop.AddTo(b);
-    auto server = b.BuildAndStart();
+    server = b.BuildAndStart();
     REQUIRE(server != nullptr);
-    REQUIRE(loop.Start().ok());
-    const absl::Status again = loop.Start();
+    REQUIRE(loop.Start(*server).ok());
+    const absl::Status again = loop.Start(*server);
     CHECK(again.code() == absl::StatusCode::kFailedPrecondition);
     CHECK_THAT(std::string(again.message()), Contains("already started"));
-    server->Shutdown();
-    server->Wait();
-  }  // the loop's destructor stops it: the queue drained, the thread joined
+  }  // the loop's destructor shuts the server down, drains the queue and joins its thread
+  server->Wait();
+  server.reset();
 }
 
 TEST_CASE("a refused call frees nothing it did not take", "[kms][limits][negative]") {

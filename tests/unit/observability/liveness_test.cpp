@@ -20,10 +20,10 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-// A KMS server with its Status loop; the loop is declared first, so it outlives the server.
+// A KMS server with its Status loop; the loop is declared last, so it is destroyed first.
 struct KmsServer {
-  std::unique_ptr<kms::StatusLoop> loop;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<kms::StatusLoop> loop;
   grpc::Server* operator->() { return server.get(); }
 };
 
@@ -36,7 +36,7 @@ KmsServer StartServer(const std::string& sock, kms::V2Service& v2) {
   s.loop->AddTo(b);
   s.server = b.BuildAndStart();
   REQUIRE(s.server != nullptr);
-  REQUIRE(s.loop->Start().ok());
+  REQUIRE(s.loop->Start(*s.server).ok());
   return s;
 }
 
