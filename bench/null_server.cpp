@@ -31,6 +31,7 @@
 #include "envelope/key_service.h"
 #include "kms/server_tuning.h"
 #include "kms/services.h"
+#include "kms/status_loop.h"
 #include "kms_v2.grpc.pb.h"
 #include "observability/log.h"
 
@@ -131,6 +132,7 @@ int main(int argc, char** argv) {
   trousseau::kms::CallLimits limits(4096, 4096);  // the bench measures cost, not shedding
   std::unique_ptr<trousseau::kms::V2Service> v2;
   std::unique_ptr<trousseau::kms::V1Beta1Service> v1;
+  std::unique_ptr<trousseau::kms::StatusLoop> status_loop;  // stopped before the server goes
   EchoV2 echo;
   if (mode == "null") {
     trousseau::log::StartWriter();  // as `serve` does: audit records through the async writer
@@ -144,6 +146,8 @@ int main(int argc, char** argv) {
   if (mode == "null") {
     builder.RegisterService(v2.get());
     builder.RegisterService(v1.get());
+    status_loop = std::make_unique<trousseau::kms::StatusLoop>(v2.get(), v1.get());
+    status_loop->AddTo(builder);
   } else {
     builder.RegisterService(&echo);
   }
@@ -157,11 +161,18 @@ int main(int argc, char** argv) {
     std::cerr << "trousseau-null-server: cannot listen on unix:" << socket << "\n";
     return 1;
   }
+  if (status_loop) {
+    if (auto st = status_loop->Start(*server); !st.ok()) {
+      std::cerr << "trousseau-null-server: " << st.message() << "\n";
+      return 1;
+    }
+  }
   ::chmod(socket.c_str(), 0666);
   std::cerr << "trousseau-null-server: " << mode << " serving on unix:" << socket << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (status_loop) status_loop->Stop();
   ::unlink(socket.c_str());
   if (mode == "null") trousseau::log::StopWriter(std::chrono::seconds(1));
   return 0;

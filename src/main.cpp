@@ -30,6 +30,7 @@
 #include "hardening/wipe_on_free.h"
 #include "kms/server_tuning.h"
 #include "kms/services.h"
+#include "kms/status_loop.h"
 #include "kms/socket.h"
 #include "observability/http_server.h"
 #include "observability/log.h"
@@ -120,6 +121,7 @@ struct Plugin {
   std::unique_ptr<kms::V2Service> v2;
   std::unique_ptr<kms::V1Beta1Service> v1;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<kms::StatusLoop> status_loop;  // Status/Version: destroyed before the server
   // The operations listener reads everything above: declared last, destroyed first.
   std::unique_ptr<observability::LivenessChecker> liveness;
   std::unique_ptr<observability::HttpServer> ops;
@@ -434,10 +436,18 @@ int Serve(const std::string& config_path, bool check_only) {
   // Encrypt/Decrypt run on sync-server threads kept for reuse and bounded by the limits; a burst
   // beyond them is shed (RESOURCE_EXHAUSTED), Status and Version never need one of those threads.
   kms::ConfigureServer(builder, *p.limits);
+  // Status and Version: async methods answered by one thread of ours (kms/status_loop.h).
+  p.status_loop = std::make_unique<kms::StatusLoop>(p.v2.get(), p.v1.get());
+  p.status_loop->AddTo(builder);
   const mode_t old_umask = umask(0177);
   p.server = builder.BuildAndStart();
   umask(old_umask);
   if (!p.server) return Die(kExitRuntime, "cannot listen on socket " + sock);
+  if (auto st = p.status_loop->Start(*p.server); !st.ok()) {
+    p.server->Shutdown();
+    kms::RemoveSocket(sock);
+    return Die(kExitRuntime, std::string(st.message()));
+  }
   const bool root = hardening::RunningAsRoot();
   std::optional<gid_t> sock_group;
   if (cfg->socket.gid) sock_group = static_cast<gid_t>(*cfg->socket.gid);
@@ -566,6 +576,7 @@ int Serve(const std::string& config_path, bool check_only) {
   if (p.ops) p.ops->Stop();
   p.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   p.server->Wait();
+  p.status_loop->Stop();
   p.keys->Stop();
   if (p.renewer) p.renewer->Stop();
   if (p.secondary) {

@@ -33,8 +33,8 @@ inline constexpr int kMaxPollersCap = 32;
 int MaxPollers(const CallLimits& limits);
 
 // Threads the sync server may run (grpc::ResourceQuota). Only Encrypt and Decrypt use sync
-// threads; Status and Version are callback methods answered from memory on gRPC's own event
-// threads, so no number of Encrypt/Decrypt callers can starve them. The budget is every
+// threads; Status and Version are async methods answered from memory by one thread of ours
+// (kms/status_loop.h), so no number of Encrypt/Decrypt callers can starve them. The budget is every
 // limited call, as many again for the calls being refused at the same moment, and the pollers.
 uint32_t ServerThreadBudget(const CallLimits& limits);
 

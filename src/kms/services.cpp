@@ -182,23 +182,16 @@ Deadline CallDeadline(const grpc::ServerContext* ctx, std::chrono::milliseconds 
   return d;
 }
 
-grpc::ServerUnaryReactor* V2Service::Status(grpc::CallbackServerContext* ctx,
-                                            const ::v2::StatusRequest* /*req*/,
-                                            ::v2::StatusResponse* resp) {
-  // Runs on a gRPC event thread: only memory reads here, nothing that can block.
-  {
-    CallMetrics m("v2", "Status", !IsInternalProbe(ctx));
-    const envelope::HealthSnapshot h = keys_.Health();
-    resp->set_version("v2");
-    resp->set_healthz(h.healthz);
-    resp->set_key_id(h.key_id);
-    if (log::Enabled(log::Level::kDebug)) {
-      log::Debug("kms.status", "status", {{"healthz", h.healthz}, {"key_id", h.key_id}});
-    }
+void V2Service::AnswerStatus(const grpc::ServerContextBase& ctx, ::v2::StatusResponse* resp) {
+  // Runs on the status loop's thread: only memory reads here, nothing that can block.
+  CallMetrics m("v2", "Status", !IsInternalProbe(&ctx));
+  const envelope::HealthSnapshot h = keys_.Health();
+  resp->set_version("v2");
+  resp->set_healthz(h.healthz);
+  resp->set_key_id(h.key_id);
+  if (log::Enabled(log::Level::kDebug)) {
+    log::Debug("kms.status", "status", {{"healthz", h.healthz}, {"key_id", h.key_id}});
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
 }
 
 grpc::Status V2Service::Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptRequest* req,
@@ -257,18 +250,11 @@ grpc::Status V2Service::Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptReq
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* V1Beta1Service::Version(grpc::CallbackServerContext* ctx,
-                                                  const ::v1beta1::VersionRequest* /*req*/,
-                                                  ::v1beta1::VersionResponse* resp) {
-  {
-    CallMetrics m("v1beta1", "Version", true);
-    resp->set_version("v1beta1");
-    resp->set_runtime_name(kRuntimeName);
-    resp->set_runtime_version(runtime_version_);
-  }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+void V1Beta1Service::AnswerVersion(::v1beta1::VersionResponse* resp) {
+  CallMetrics m("v1beta1", "Version", true);
+  resp->set_version("v1beta1");
+  resp->set_runtime_name(kRuntimeName);
+  resp->set_runtime_version(runtime_version_);
 }
 
 grpc::Status V1Beta1Service::Encrypt(grpc::ServerContext* ctx,

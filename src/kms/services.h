@@ -51,18 +51,19 @@ struct CallLimits {
   InFlightLimit decrypt;
 };
 
-// Status (v2) and Version (v1beta1) are callback methods: answered from memory on gRPC's own
-// event threads, they never wait for a sync-server thread that Encrypt/Decrypt may all hold
-// (docs/design.md, "Threads"). Encrypt and Decrypt block on Vault and run on the sync server.
+// Status (v2) and Version (v1beta1) are async methods answered from memory by one thread of our
+// own that drains one completion queue (kms/status_loop.h): they never wait for a sync-server
+// thread that Encrypt/Decrypt may all hold (docs/performance.md, "Threads"), and no gRPC
+// callback-method threads exist. Encrypt and Decrypt block on Vault and run on the sync server.
 class V2Service final
-    : public ::v2::KeyManagementService::WithCallbackMethod_Status<::v2::KeyManagementService::Service> {
+    : public ::v2::KeyManagementService::WithAsyncMethod_Status<::v2::KeyManagementService::Service> {
  public:
   // Without `limits`, calls are not limited (unit tests of the message translation).
   explicit V2Service(envelope::KeyService& keys, CallLimits* limits = nullptr)
       : keys_(keys), limits_(limits) {}
-  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
-                                   const ::v2::StatusRequest* req,
-                                   ::v2::StatusResponse* resp) override;
+  // Fills a Status answer from the cached health; only memory reads, never blocks. Counted in the
+  // KMS metrics unless `ctx` is our own /livez probe. Called by StatusLoop.
+  void AnswerStatus(const grpc::ServerContextBase& ctx, ::v2::StatusResponse* resp);
   grpc::Status Encrypt(grpc::ServerContext* ctx, const ::v2::EncryptRequest* req,
                        ::v2::EncryptResponse* resp) override;
   grpc::Status Decrypt(grpc::ServerContext* ctx, const ::v2::DecryptRequest* req,
@@ -74,15 +75,14 @@ class V2Service final
 };
 
 class V1Beta1Service final
-    : public ::v1beta1::KeyManagementService::WithCallbackMethod_Version<
+    : public ::v1beta1::KeyManagementService::WithAsyncMethod_Version<
           ::v1beta1::KeyManagementService::Service> {
  public:
   V1Beta1Service(envelope::KeyService& keys, std::string runtime_version,
                  CallLimits* limits = nullptr)
       : keys_(keys), runtime_version_(std::move(runtime_version)), limits_(limits) {}
-  grpc::ServerUnaryReactor* Version(grpc::CallbackServerContext* ctx,
-                                    const ::v1beta1::VersionRequest* req,
-                                    ::v1beta1::VersionResponse* resp) override;
+  // Fills a Version answer (counted in the KMS metrics). Called by StatusLoop.
+  void AnswerVersion(::v1beta1::VersionResponse* resp);
   grpc::Status Encrypt(grpc::ServerContext* ctx, const ::v1beta1::EncryptRequest* req,
                        ::v1beta1::EncryptResponse* resp) override;
   grpc::Status Decrypt(grpc::ServerContext* ctx, const ::v1beta1::DecryptRequest* req,

@@ -2,6 +2,7 @@
 // FakeKeyService behind it: message translation, status codes, deadlines and audit records.
 #include "kms/services.h"
 #include "kms/server_tuning.h"
+#include "kms/status_loop.h"
 
 #include <grpcpp/grpcpp.h>
 
@@ -34,6 +35,7 @@ struct Server {
   V2Service v2{keys};
   V1Beta1Service v1{keys, "0.1.0-test"};
   std::unique_ptr<grpc::Server> server;
+  StatusLoop loop{&v2, &v1};  // destroyed before the server
   std::unique_ptr<::v2::KeyManagementService::Stub> v2_stub;
   std::unique_ptr<::v1beta1::KeyManagementService::Stub> v1_stub;
 
@@ -43,8 +45,10 @@ struct Server {
     b.AddListeningPort(addr, grpc::InsecureServerCredentials());
     b.RegisterService(&v2);
     b.RegisterService(&v1);
+    loop.AddTo(b);
     server = b.BuildAndStart();
     REQUIRE(server != nullptr);
+    REQUIRE(loop.Start(*server).ok());
     auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
     v2_stub = ::v2::KeyManagementService::NewStub(channel);
     v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
@@ -52,6 +56,7 @@ struct Server {
   ~Server() {
     server->Shutdown();
     server->Wait();
+    loop.Stop();
   }
 };
 
@@ -468,6 +473,7 @@ struct LimitedServer {
   V2Service v2{keys, &limits};
   V1Beta1Service v1{keys, "0.1.0-test", &limits};
   std::unique_ptr<grpc::Server> server;
+  StatusLoop loop{&v2, &v1};  // destroyed before the server
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<::v2::KeyManagementService::Stub> v2_stub;
   std::unique_ptr<::v1beta1::KeyManagementService::Stub> v1_stub;
@@ -479,8 +485,10 @@ struct LimitedServer {
     b.AddListeningPort(addr, grpc::InsecureServerCredentials());
     b.RegisterService(&v2);
     b.RegisterService(&v1);
+    loop.AddTo(b);
     server = b.BuildAndStart();
     REQUIRE(server != nullptr);
+    REQUIRE(loop.Start(*server).ok());
     channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
     v2_stub = ::v2::KeyManagementService::NewStub(channel);
     v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
@@ -489,6 +497,7 @@ struct LimitedServer {
     keys.OpenGate();
     server->Shutdown();
     server->Wait();
+    loop.Stop();
   }
 
   grpc::Status Encrypt() {
@@ -575,6 +584,210 @@ TEST_CASE("Encrypt and Decrypt over their limits are refused; Status still answe
   CHECK(s.limits.decrypt.in_flight() == 0);
   CHECK(s.Encrypt().ok());
   CHECK(s.Decrypt().ok());
+}
+
+// The value of one KMS request counter series in the exposition (0 when absent).
+double KmsRequests(const std::string& api, const std::string& method) {
+  const std::string text = metrics::Exposition();
+  const std::string series = "trousseau_kms_requests_total{api=\"" + api + "\",code=\"OK\",method=\"" +
+                             method + "\"} ";
+  const size_t at = text.find(series);
+  return at == std::string::npos ? 0 : std::stod(text.substr(at + series.size()));
+}
+
+TEST_CASE("Status and Version answer while every sync-server thread is held in a slow Encrypt",
+          "[kms][status_loop]") {
+  // The sync server may run at most 4 threads; Encrypt/Decrypt limits are far above that, so
+  // only the thread pool bounds them. Status and Version must need none of its threads.
+  fakes::TempDir dir;
+  FakeKeyService keys;
+  keys.SetEncryptResult(Wrapped(Ct(), "transit/k:v3"));
+  keys.SetHealth({"ok", "transit/k:v3"});
+  CallLimits limits{64, 64};
+  V2Service v2{keys, &limits};
+  V1Beta1Service v1{keys, "0.1.0-test", &limits};
+  std::unique_ptr<grpc::Server> server;
+  StatusLoop loop{&v2, &v1};
+  const std::string addr = "unix:" + dir.Path("kms.sock");
+  grpc::ServerBuilder b;
+  b.AddListeningPort(addr, grpc::InsecureServerCredentials());
+  b.RegisterService(&v2);
+  b.RegisterService(&v1);
+  b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
+  grpc::ResourceQuota quota("status-loop-test");
+  quota.SetMaxThreads(4);
+  b.SetResourceQuota(quota);
+  loop.AddTo(b);
+  server = b.BuildAndStart();
+  REQUIRE(server != nullptr);
+  REQUIRE(loop.Start(*server).ok());
+  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  auto v2_stub = ::v2::KeyManagementService::NewStub(channel);
+  auto v1_stub = ::v1beta1::KeyManagementService::NewStub(channel);
+
+  // More Encrypts than the pool has threads, each held in the key service: every thread that
+  // could be made is blocked in one, the others are refused by gRPC or wait for a thread.
+  keys.CloseGate();
+  constexpr int kCallers = 8;
+  std::vector<std::thread> callers;
+  std::vector<grpc::StatusCode> codes(kCallers, grpc::StatusCode::UNKNOWN);
+  for (int i = 0; i < kCallers; ++i) {
+    callers.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+      ::v2::EncryptRequest req;
+      req.set_uid("u");
+      req.set_plaintext("p");
+      ::v2::EncryptResponse resp;
+      codes[i] = v2_stub->Encrypt(&ctx, req, &resp).error_code();
+    });
+  }
+  REQUIRE(keys.WaitForBlocked(2, 20s));
+  // Let the pool settle at its bound: no more Encrypt reaches the key service.
+  int held = keys.blocked();
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(50ms);
+    if (keys.blocked() != held) {
+      held = keys.blocked();
+      i = 0;
+    }
+  }
+  INFO("Encrypts held in the key service: " << held);
+  CHECK(held < kCallers);  // the pool, not the callers, bounds them
+  CHECK(held <= 4);
+  {
+    // The pool really is exhausted: a sync call (Decrypt) gets no thread to reach the key
+    // service. A Status served on the sync server would fail the same way.
+    keys.SetDecryptResult("p");
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 1s);
+    ::v2::DecryptRequest req;
+    req.set_uid("u");
+    req.set_ciphertext(Ct());
+    req.set_key_id("transit/k:v3");
+    ::v2::DecryptResponse resp;
+    const grpc::StatusCode code = v2_stub->Decrypt(&ctx, req, &resp).error_code();
+    CHECK((code == grpc::StatusCode::RESOURCE_EXHAUSTED || code == grpc::StatusCode::DEADLINE_EXCEEDED));
+    CHECK(keys.blocked() == held);  // no thread took it into the key service
+  }
+
+  const double status_before = KmsRequests("v2", "Status");
+  const double version_before = KmsRequests("v1beta1", "Version");
+  const int health_before = keys.health_calls();
+  for (int i = 0; i < 20; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ::v2::StatusResponse resp;
+    const grpc::Status st = v2_stub->Status(&ctx, ::v2::StatusRequest(), &resp);
+    INFO(st.error_message());
+    REQUIRE(st.ok());
+    CHECK(resp.version() == "v2");
+    CHECK(resp.healthz() == "ok");
+    CHECK(resp.key_id() == "transit/k:v3");
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ::v1beta1::VersionResponse resp;
+    REQUIRE(v1_stub->Version(&ctx, ::v1beta1::VersionRequest(), &resp).ok());
+    CHECK(resp.runtime_name() == "trousseau");
+    CHECK(resp.runtime_version() == "0.1.0-test");
+  }
+  // Each was answered from the key service's health and counted once, as a KMS call.
+  CHECK(keys.health_calls() - health_before == 20);
+  CHECK(KmsRequests("v2", "Status") - status_before == 20);
+  CHECK(KmsRequests("v1beta1", "Version") - version_before == 1);
+
+  keys.OpenGate();
+  for (auto& t : callers) t.join();
+  int ok = 0;
+  for (auto c : codes) {
+    CHECK((c == grpc::StatusCode::OK || c == grpc::StatusCode::RESOURCE_EXHAUSTED));
+    ok += c == grpc::StatusCode::OK ? 1 : 0;
+  }
+  CHECK(ok >= held);
+  server->Shutdown();
+  server->Wait();
+  loop.Stop();
+  loop.Stop();  // idempotent
+}
+
+TEST_CASE("Status calls the client cancels are dropped cleanly; the next ones answer",
+          "[kms][status_loop]") {
+  Server s;
+  // 50 Status calls, each cancelled by the client right after it was sent: depending on timing
+  // gRPC ends one before the loop sees it (its request tag), while it is answered (its Finish
+  // tag comes back not ok) or after. None may wedge or crash the loop.
+  constexpr int kCalls = 50;
+  grpc::CompletionQueue client_cq;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientAsyncResponseReader<::v2::StatusResponse>>> rpcs;
+  std::vector<::v2::StatusResponse> resps(kCalls);
+  std::vector<grpc::Status> sts(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    ctxs.back()->set_deadline(std::chrono::system_clock::now() + 10s);
+    rpcs.push_back(s.v2_stub->AsyncStatus(ctxs.back().get(), ::v2::StatusRequest(), &client_cq));
+    rpcs.back()->Finish(&resps[i], &sts[i], reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+    ctxs.back()->TryCancel();
+  }
+  int done = 0;
+  void* tag = nullptr;
+  bool ok = false;
+  while (done < kCalls && client_cq.Next(&tag, &ok)) ++done;
+  CHECK(done == kCalls);
+  for (const auto& st : sts) {
+    CHECK((st.ok() || st.error_code() == grpc::StatusCode::CANCELLED));
+  }
+  client_cq.Shutdown();
+  while (client_cq.Next(&tag, &ok)) {
+  }
+  for (int i = 0; i < 5; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ::v2::StatusResponse resp;
+    REQUIRE(s.v2_stub->Status(&ctx, ::v2::StatusRequest(), &resp).ok());
+    CHECK(resp.version() == "v2");
+  }
+}
+
+TEST_CASE("the status loop refuses a wrong order of use", "[kms][status_loop][negative]") {
+  FakeKeyService keys;
+  V2Service v2{keys};
+  fakes::TempDir dir;
+  std::unique_ptr<grpc::Server> server;
+  {
+    StatusLoop other{&v2, nullptr};  // never started: its queue is drained by its destructor
+    grpc::ServerBuilder b;
+    b.AddListeningPort("unix:" + dir.Path("a.sock"), grpc::InsecureServerCredentials());
+    b.RegisterService(&v2);
+    other.AddTo(b);
+    server = b.BuildAndStart();
+    REQUIRE(server != nullptr);
+    StatusLoop loop{&v2, nullptr};
+    const absl::Status st = loop.Start(*server);  // no AddTo: no queue
+    CHECK(st.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(st.message()), Contains("not added to the server"));
+    server->Shutdown();
+    server.reset();
+  }
+  V2Service v2b{keys};  // a service registers with one server only
+  {
+    StatusLoop loop{&v2b, nullptr};
+    grpc::ServerBuilder b;
+    b.AddListeningPort("unix:" + dir.Path("kms.sock"), grpc::InsecureServerCredentials());
+    b.RegisterService(&v2b);
+    loop.AddTo(b);
+    server = b.BuildAndStart();
+    REQUIRE(server != nullptr);
+    REQUIRE(loop.Start(*server).ok());
+    const absl::Status again = loop.Start(*server);
+    CHECK(again.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(again.message()), Contains("already started"));
+  }  // the loop's destructor shuts the server down, drains the queue and joins its thread
+  server->Wait();
+  server.reset();
 }
 
 TEST_CASE("a refused call frees nothing it did not take", "[kms][limits][negative]") {

@@ -10,6 +10,7 @@
 #include "fakes/fake_key_service.h"
 #include "fakes/temp_dir.h"
 #include "kms/services.h"
+#include "kms/status_loop.h"
 #include "observability/metrics.h"
 #include "observability/probes.h"
 
@@ -19,12 +20,23 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-std::unique_ptr<grpc::Server> StartServer(const std::string& sock, kms::V2Service& v2) {
+// A KMS server with its Status loop; the loop is declared last, so it is destroyed first.
+struct KmsServer {
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<kms::StatusLoop> loop;
+  grpc::Server* operator->() { return server.get(); }
+};
+
+KmsServer StartServer(const std::string& sock, kms::V2Service& v2) {
+  KmsServer s;
+  s.loop = std::make_unique<kms::StatusLoop>(&v2, nullptr);
   grpc::ServerBuilder b;
   b.AddListeningPort("unix:" + sock, grpc::InsecureServerCredentials());
   b.RegisterService(&v2);
-  auto s = b.BuildAndStart();
-  REQUIRE(s != nullptr);
+  s.loop->AddTo(b);
+  s.server = b.BuildAndStart();
+  REQUIRE(s.server != nullptr);
+  REQUIRE(s.loop->Start(*s.server).ok());
   return s;
 }
 
