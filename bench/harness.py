@@ -82,6 +82,21 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def save_smaps(pid: int, out_dir: str | None, name: str, when: str) -> None:
+    """--smaps-dir: a copy of /proc/<pid>/smaps and its status for reading the breakdown
+    (docs/performance.md "Where the memory after a burst is")."""
+    if not out_dir:
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{name.replace(':', '_').replace('+', '_')}.{when}")
+    for src in ("smaps", "status"):
+        try:
+            with open(f"/proc/{pid}/{src}") as f, open(f"{stem}.{src}", "w") as g:
+                g.write(f.read())
+        except OSError as e:
+            log(f"smaps-dir: {name} {when}: {e}")
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -488,6 +503,7 @@ class Bench:
         for c in self.contenders:
             if c.pid:
                 self.out["rss_kib"].setdefault(c.name, {})["idle"] = proc_status(c.pid)
+                save_smaps(c.pid, self.args.smaps_dir, c.name, "idle")
         concs = self.args.concurrency
         status_c = max([x for x in concs if x <= 64], default=concs[0])
         for conc in concs:
@@ -524,7 +540,14 @@ class Bench:
         for c in self.contenders:
             if c.pid:
                 self.out["rss_kib"][c.name]["after"] = proc_status(c.pid)
+                save_smaps(c.pid, self.args.smaps_dir, c.name, "after")
         self.out["rss_after_concurrency"] = concs[-1]
+        if self.args.smaps_dir:
+            time.sleep(2.0)  # the plugin trims its heap once a second when idle
+            for c in self.contenders:
+                if c.pid:
+                    self.out["rss_kib"][c.name]["after_2s"] = proc_status(c.pid)
+                    save_smaps(c.pid, self.args.smaps_dir, c.name, "after2s")
 
     def fail(self, what: str, e: Exception) -> None:
         """A failed run: its numbers mean nothing. Recorded (the run exits 1 at the end), and the
@@ -660,6 +683,9 @@ def main() -> int:
     ap.add_argument("--json-out", help="write every number here as JSON")
     ap.add_argument("--report", help="also write this Markdown report (and a PNG plot beside it)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
+    ap.add_argument("--smaps-dir", help="save each plugin's /proc/<pid>/smaps and status here at "
+                                        "idle, right after the last run and 2 s later (RSS "
+                                        "breakdown; adds rss_kib.*.after_2s to the JSON)")
     args = ap.parse_args()
     if args.build_peer_only:
         peer, note = resolve_peer(args)

@@ -51,6 +51,26 @@ class PagePool {
     free_.push_back(page);
     return true;
   }
+  // Unmaps the pooled pages beyond `keep` (already wiped when they were given back).
+  size_t Trim(size_t keep) {
+    std::vector<Page> extra;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (free_.size() <= keep) return 0;
+      extra.assign(free_.begin() + static_cast<std::ptrdiff_t>(keep), free_.end());
+      free_.resize(keep);
+    }
+    const size_t page = PageSize();
+    for (const Page& pg : extra) {
+      if (pg.locked) munlock(pg.p, page);
+      munmap(pg.p, page);
+    }
+    return extra.size();
+  }
+  size_t Size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return free_.size();
+  }
 
  private:
   std::mutex mu_;
@@ -186,6 +206,8 @@ bool SecretBuffer::Equals(std::string_view other) const {
 }
 
 size_t SecretBuffer::LockedBytes() { return g_locked_bytes.load(); }
+size_t SecretBuffer::TrimPool(size_t keep) { return Pool().Trim(keep); }
+size_t SecretBuffer::PooledPages() { return Pool().Size(); }
 size_t SecretBuffer::LockFailures() { return g_lock_failures.load(); }
 
 }  // namespace trousseau

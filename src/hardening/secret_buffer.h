@@ -59,6 +59,12 @@ class SecretBuffer {
   static size_t LockedBytes();
   static size_t LockFailures();
 
+  // The reuse pool of single wiped pages (at most 256) keeps what a burst needed. TrimPool
+  // unmaps the pooled pages beyond `keep` and returns how many it unmapped; the serving loop
+  // calls it once a second (kms::TrimHeapIfSlack), so that a burst's pages do not stay resident.
+  static size_t TrimPool(size_t keep);
+  static size_t PooledPages();
+
  private:
   void Release();
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/synchronization/mutex.h"
+#include "hardening/secret_buffer.h"
 
 namespace trousseau::kms {
 
@@ -22,6 +23,7 @@ void TuneProcess() {
 void TrimHeapIfSlack() {
   const struct mallinfo2 mi = mallinfo2();
   if (mi.fordblks > kTrimSlackBytes) malloc_trim(0);
+  SecretBuffer::TrimPool(kKeepPooledSecretPages);
 }
 
 int MaxPollers(const CallLimits& limits) {

@@ -45,7 +45,7 @@ IDLE_VAULT_CONNECTIONS = 64
 # its internal multi handle's socketpair (vault/curl_transport.h kMaxInFlight), and idle
 # sync-server threads (kms/server_tuning.h: kMaxPollersCap + kMinPollers).
 POOLED_HANDLE_FDS = 2 * 32
-KEPT_POLLER_THREADS = 32 + 2
+KEPT_POLLER_THREADS = 16 + 2
 
 
 # ------------------------------------------------------------------ helpers

@@ -14,6 +14,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "hardening/wiping_allocator.h"
 
@@ -362,4 +363,52 @@ TEST_CASE("WipingString behaves as a string; ScrubStack returns", "[wiping_alloc
 }
 
 }  // namespace
+}  // namespace trousseau
+
+namespace trousseau {
+TEST_CASE("TrimPool unmaps pooled pages beyond what it is told to keep", "[secret_buffer]") {
+  SecretBuffer::TrimPool(0);
+  REQUIRE(SecretBuffer::PooledPages() == 0);
+  std::vector<const uint8_t*> where;
+  {
+    std::vector<SecretBuffer> held;
+    for (int i = 0; i < 10; ++i) {
+      held.push_back(SecretBuffer::CopyOf("secret"));
+      where.push_back(held.back().data());
+    }
+  }
+  CHECK(SecretBuffer::PooledPages() == 10);  // all single pages went back to the pool
+  CHECK(SecretBuffer::TrimPool(16) == 0);    // fewer than `keep`: nothing to do
+  CHECK(SecretBuffer::PooledPages() == 10);
+  CHECK(SecretBuffer::TrimPool(4) == 6);
+  CHECK(SecretBuffer::PooledPages() == 4);
+  // The pages kept still serve, clean; the unmapped ones are gone from the address space.
+  SecretBuffer again(1);
+  CHECK(again.size() == 0);
+  CHECK(SecretBuffer::PooledPages() == 3);
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+      const auto dash = line.find('-');
+      const auto space = line.find(' ');
+      ranges.emplace_back(std::stoull(line.substr(0, dash), nullptr, 16),
+                          std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16));
+    }
+  }
+  REQUIRE(!ranges.empty());
+  size_t mapped = 0;
+  for (const uint8_t* p : where) {
+    const auto addr = reinterpret_cast<uintptr_t>(p);
+    for (const auto& [lo, hi] : ranges) {
+      if (addr >= lo && addr < hi) {
+        ++mapped;
+        break;
+      }
+    }
+  }
+  CHECK(mapped <= 5);  // the 4 kept (one now in `again`), plus any page a later mmap reused
+  CHECK(SecretBuffer::TrimPool(0) == 3);
+}
 }  // namespace trousseau
