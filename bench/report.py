@@ -62,13 +62,15 @@ MAIN_HDR = ["contender", "c", "round trip p50 µs", "p99 µs", "round trips/s",
 def rss_rows(out):
     rows = []
     for name, v in out["rss_kib"].items():
-        idle, after = v.get("idle", {}), v.get("after", {})
-        rows.append([name, _mib(idle.get("VmRSS")), _mib(after.get("VmRSS")), _mib(after.get("VmHWM")),
+        idle, after, settled = v.get("idle", {}), v.get("after", {}), v.get("after_2s", {})
+        rows.append([name, _mib(idle.get("VmRSS")), _mib(after.get("VmRSS")),
+                     _mib(settled.get("VmRSS")), _mib(after.get("VmHWM")),
                      str(after.get("Threads", "–"))])
     return rows
 
 
-RSS_HDR = ["contender", "VmRSS idle MiB", "VmRSS after MiB", "VmHWM MiB", "threads after"]
+RSS_HDR = ["contender", "VmRSS idle MiB", "VmRSS after MiB", "VmRSS 2 s after MiB", "VmHWM MiB",
+           "threads after"]
 
 
 def burst_rows(out):
@@ -136,10 +138,12 @@ def targets(out) -> list[tuple[str, str, str]]:
                     verdict(None if not s else s["p99_us"] <= 1000)))
     for n in tro:
         v = out["rss_kib"].get(n, {})
-        after = v.get("after", {}).get("VmRSS")
+        # Judged on the settled figure (2 s after the run, past the plugin's once-a-second heap
+        # trim) when the run has it; runs recorded before it was sampled use the immediate one.
+        after = v.get("after_2s", v.get("after", {})).get("VmRSS")
         idle = v.get("idle", {}).get("VmRSS")
         c_after = out.get("rss_after_concurrency")
-        res.append((f"{n}: VmRSS ≤ 20 MiB after the c={c_after} run", _mib(after) + " MiB",
+        res.append((f"{n}: VmRSS ≤ 20 MiB after the c={c_after} run (2 s after)", _mib(after) + " MiB",
                     verdict(None if after is None or c_after != 256 else after <= 20 * 1024)))
         res.append((f"{n}: VmRSS ≤ 12 MiB idle", _mib(idle) + " MiB",
                     verdict(None if idle is None else idle <= 12 * 1024)))
@@ -340,8 +344,9 @@ def write_markdown(out, path) -> None:
     L += own_cost_lines(out)
     L += ["", "![throughput and p99 against concurrency](" + os.path.basename(png) + ")"
           if not why_no_plot else f"(plot: {why_no_plot})", "", "### Memory", "",
-          f"VmRSS 1 s after start (idle) and after the c={out.get('rss_after_concurrency')} run; "
-          "VmHWM is the peak over the whole run.", ""]
+          f"VmRSS 1 s after start (idle), right after the c={out.get('rss_after_concurrency')} run "
+          "and 2 s after it (the plugin trims its heap once a second, so the first sample races "
+          "that trim; the target is judged on the second); VmHWM is the peak over the whole run.", ""]
     L += _table(RSS_HDR, rss_rows(out))
     L += ["", "### Cold-start burst", "",
           "Distinct seeds encrypted first (untimed), then each decrypted several times, the "

@@ -107,6 +107,7 @@ def test_smoke_runs_every_available_contender(bins, tmp_path):
     assert b["plugin_vault_requests"] >= b["seeds"], b
     assert b["bao_requests"] >= b["seeds"], b
     assert out["rss_kib"]["trousseau"]["after"]["VmRSS"] > 0
+    assert out["rss_kib"]["trousseau"]["after_2s"]["VmRSS"] > 0
     assert "trousseau" in out["idle"]["per_plugin"]
 
     md = report.read_text()
