@@ -957,17 +957,6 @@ RuntimeIdentity Runtime(const config::Config& cfg) {
   return who;
 }
 
-const char* MethodName(config::AuthMethod m) {
-  switch (m) {
-    case config::AuthMethod::kToken: return "token";
-    case config::AuthMethod::kAppRole: return "approle";
-    case config::AuthMethod::kCert: return "cert";
-    case config::AuthMethod::kJwt: return "jwt";
-    case config::AuthMethod::kKubernetes: return "kubernetes";
-  }
-  return "?";
-}
-
 std::string SecondarySummary(const config::Config& cfg) {
   if (!cfg.secondary) return "";
   const auto& sc = *cfg.secondary;
@@ -1006,7 +995,7 @@ std::vector<Check> CheckCluster(const Cluster& cluster, const RuntimeIdentity& w
                        "see docs/auth.md (" + sec + ".auth)"));
   } else {
     out.push_back(Ok(cluster.ApiName("auth credentials"),
-                     "the files of method " + std::string(MethodName(v.auth.method)) +
+                     "the files of method " + std::string(vault::auth::MethodName(v.auth.method)) +
                          " pass the start-time checks"));
   }
 

@@ -8,17 +8,6 @@
 namespace trousseau::vault::auth {
 namespace {
 
-const char* MethodName(config::AuthMethod m) {
-  switch (m) {
-    case config::AuthMethod::kToken: return "token";
-    case config::AuthMethod::kAppRole: return "approle";
-    case config::AuthMethod::kCert: return "cert";
-    case config::AuthMethod::kJwt: return "jwt";
-    case config::AuthMethod::kKubernetes: return "kubernetes";
-  }
-  return "unknown";
-}
-
 // A file re-read after the privilege drop must stay readable by `uid`: owned by it, or readable
 // by group or others (group membership is not resolved here; the first login would report it).
 absl::Status CheckReadableBy(const std::string& path, std::string_view what, uint32_t uid) {
@@ -35,6 +24,17 @@ absl::Status CheckReadableBy(const std::string& path, std::string_view what, uin
 }
 
 }  // namespace
+
+const char* MethodName(config::AuthMethod m) {
+  switch (m) {
+    case config::AuthMethod::kToken: return "token";
+    case config::AuthMethod::kAppRole: return "approle";
+    case config::AuthMethod::kCert: return "cert";
+    case config::AuthMethod::kJwt: return "jwt";
+    case config::AuthMethod::kKubernetes: return "kubernetes";
+  }
+  return "unknown";
+}
 
 absl::Status CheckCredentials(const config::AuthConfig& auth, bool has_client_identity,
                               std::optional<uint32_t> run_as_uid) {

@@ -15,6 +15,9 @@
 
 namespace trousseau::vault::auth {
 
+// The method's name as written in the config (`token`, `approle`, `cert`, `jwt`, `kubernetes`).
+const char* MethodName(config::AuthMethod m);
+
 // Start-time checks of the credential files, so that an impossible state stops the start with one
 // line: the token / role_id / jwt file is readable and non-empty; the secret_id file is not
 // accessible by group or others (mode & 077 == 0) and, if `run_as_uid` is set (started as root,
