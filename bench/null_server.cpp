@@ -19,8 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -121,6 +123,12 @@ int main(int argc, char** argv) {
   if (mode != "null" && mode != "echo") Usage("--mode must be null or echo");
   if (socket.empty()) Usage("--socket is required");
 
+  // The process and server settings `serve` uses (kms/server_tuning.h: Abseil's deadlock
+  // detection off, bounded malloc arenas, the kept pollers and thread quota, the heap trimmed
+  // each second), in both modes: the rows measure gRPC and the KMS layer as they run in the
+  // plugin, not gRPC's defaults.
+  trousseau::kms::TuneProcess();
+
   // Stop signals are waited for with sigwait; every thread inherits the mask.
   sigset_t stop;
   sigemptyset(&stop);
@@ -153,9 +161,7 @@ int main(int argc, char** argv) {
   }
   builder.SetMaxReceiveMessageSize(256 * 1024);
   builder.SetMaxSendMessageSize(256 * 1024);
-  grpc::ResourceQuota quota("trousseau-null-server");
-  quota.SetMaxThreads(static_cast<int>(trousseau::kms::ServerThreadBudget(limits)));
-  builder.SetResourceQuota(quota);
+  trousseau::kms::ConfigureServer(builder, limits);
   auto server = builder.BuildAndStart();
   if (!server) {
     std::cerr << "trousseau-null-server: cannot listen on unix:" << socket << "\n";
@@ -169,8 +175,11 @@ int main(int argc, char** argv) {
   }
   ::chmod(socket.c_str(), 0666);
   std::cerr << "trousseau-null-server: " << mode << " serving on unix:" << socket << std::endl;
-  int sig = 0;
-  sigwait(&stop, &sig);
+  const timespec tick{1, 0};
+  while (sigtimedwait(&stop, nullptr, &tick) < 0) {
+    if (errno != EAGAIN && errno != EINTR) break;
+    trousseau::kms::TrimHeapIfSlack();  // as serve's main thread does each second
+  }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (status_loop) status_loop->Stop();
   ::unlink(socket.c_str());
