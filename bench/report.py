@@ -404,9 +404,10 @@ def write_markdown(out, path) -> None:
           "The reference column is what this run measured for parts that any KMS plugin on this "
           "stack has: gRPC over the Unix socket (`echo`, a bare server of the same proto), a "
           "minimal Vault client (the `floor`'s libcurl + OpenSSL + JSON client), and gRPC plus "
-          "Trousseau's KMS layer over no Vault at all (`null`). Where a target sits below the "
-          "reference, no change to Trousseau's own code can meet it on this machine; the plugin "
-          "can only approach the reference (or, with batching, divide the Vault client's share).", ""]
+          "Trousseau's KMS layer over no Vault at all (`null`). Where a target sits below an `echo` or "
+          "`floor` reference, no change to Trousseau's own code can meet it on this machine: the "
+          "plugin can only approach the reference (or, with batching, divide the Vault client's "
+          "share). The `null` reference includes Trousseau's own KMS layer.", ""]
     L += _table(TARGETS_HDR, [list(t) for t in targets(out)])
     if out.get("skipped"):
         L += ["", "Skipped (over the time budget): " + ", ".join(out["skipped"])]
