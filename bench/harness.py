@@ -456,6 +456,7 @@ class Bench:
         cpu0 = cpu_seconds(pid) if pid else 0.0
         bcpu0 = cpu_seconds(bpid)
         opens0 = tcp_active_opens()
+        vreq0 = c.vault_requests()  # Trousseau contenders only: their own count of Vault requests
         probe = None
         if prober:
             probe = subprocess.Popen(
@@ -480,6 +481,7 @@ class Bench:
         cpu1 = cpu_seconds(pid) if pid else 0.0
         bcpu1 = cpu_seconds(bpid)
         opens1 = tcp_active_opens()
+        vreq1 = c.vault_requests()
         if r.returncode != 0 or not r.stdout.strip():
             raise RuntimeError(f"trousseau-bench {c.name} roundtrip c={conc} failed "
                                f"(exit {r.returncode}):\n{r.stdout}{r.stderr}")
@@ -492,6 +494,11 @@ class Bench:
         res["client_cpu_us_per_call"] = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) \
             * 1e6 / kms_calls
         res["tcp_connects"] = opens1 - opens0
+        # Vault requests the plugin made during the run (a background check may add one), and
+        # how many KMS calls each served: 1 without batching or coalescing, more with them.
+        res["plugin_vault_requests"] = (vreq1 - vreq0) if vreq0 is not None and vreq1 is not None else None
+        res["kms_calls_per_vault_call"] = (kms_calls / res["plugin_vault_requests"]
+                                           if res["plugin_vault_requests"] else None)
         if probe_res is not None:
             res["status"] = {k: probe_res[k] for k in ("ok", "p50_us", "p90_us", "p99_us", "max_us")}
         if pid:

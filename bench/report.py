@@ -48,14 +48,14 @@ def main_table(out) -> list[list[str]]:
             rows.append([name, str(conc), _f(r["p50_us"]), _f(r["p99_us"]),
                          _f(r["throughput_per_s"]), _f(r["plugin_cpu_us_per_call"]),
                          _f(r["bao_cpu_us_per_call"]), _f(r.get("client_cpu_us_per_call")),
-                         _f(r.get("tcp_connects")),
+                         _f(r.get("tcp_connects")), _f(r.get("kms_calls_per_vault_call"), "{:.2f}"),
                          _f(s["p99_us"], "{:,.0f}") if s else ""])
     return rows
 
 
 MAIN_HDR = ["contender", "c", "round trip p50 µs", "p99 µs", "round trips/s",
             "plugin CPU µs/KMS call", "OpenBao CPU µs/KMS call", "client CPU µs/call",
-            "new TCP connections",
+            "new TCP connections", "KMS calls per Vault request",
             "Status p99 µs under load"]
 
 
@@ -107,8 +107,10 @@ def references(out) -> dict[str, str]:
     if e16 is not None and f16 is not None:
         ref["cpu"] = (f"gRPC echo server {e16:,.0f} µs + the floor's Vault client {f16:,.0f} µs per "
                       f"Vault call = {e16 + f16:,.0f} µs at one Vault call per KMS call")
+        k = (runs.get("trousseau+coalesce", {}).get(16) or {}).get("kms_calls_per_vault_call")
         ref["cpu_batch"] = (f"gRPC echo server {e16:,.0f} µs + the floor's Vault client {f16:,.0f} µs "
-                            f"÷ KMS calls per Vault call")
+                            + (f"÷ {k:.2f} KMS calls per Vault request = {e16 + f16 / k:,.0f} µs" if k
+                               else "÷ KMS calls per Vault request"))
     e1 = echo.get(1)
     if e1:
         ref["latency"] = (f"a bare gRPC echo round trip alone: {e1['p50_us'] / 2:,.0f} µs per call "
@@ -370,7 +372,9 @@ def write_markdown(out, path) -> None:
           "CPU per KMS call: utime+stime of the process from `/proc/<pid>/stat` over the run "
           "(warm-up included, 10 ms ticks) ÷ KMS calls (a round trip is two). New TCP "
           "connections: `/proc/net/snmp` ActiveOpens in the bench's namespace over the run (to "
-          "OpenBao; each is a TLS handshake; the floor opens one per caller). Status p99: a "
+          "OpenBao; each is a TLS handshake; the floor opens one per caller). KMS calls per Vault "
+          "request: the KMS calls ÷ the Vault requests the plugin counted on its own `/metrics` "
+          "over the run (1 without batching or coalescing). Status p99: a "
           "second run at that concurrency with a paced Status prober beside it. Client CPU: "
           "utime+stime of the `trousseau-bench` load client over the same run ÷ the same calls; for "
           "the floor that is a minimal Vault client's cost per Transit call (libcurl, OpenSSL, the "
