@@ -684,6 +684,9 @@ def main() -> int:
     ap.add_argument("--burst-dups", type=int)
     ap.add_argument("--burst-c", type=int)
     ap.add_argument("--idle-s", type=float, help="idle window in s (env BENCH_IDLE_S, default 60)")
+    ap.add_argument("--batch-max-wait", default=PERF_ON["batch_max_wait"],
+                    help="performance.batch_max_wait of the trousseau+coalesce contender "
+                         "(default %(default)s, the plugin's default)")
     ap.add_argument("--status-pace-us", type=int, default=5000,
                     help="Status prober: one call every this many µs (default 5000)")
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET_S", "480")),
@@ -695,6 +698,7 @@ def main() -> int:
                                         "idle, right after the last run and 2 s later (RSS "
                                         "breakdown; adds rss_kib.*.after_2s to the JSON)")
     args = ap.parse_args()
+    PERF_ON["batch_max_wait"] = args.batch_max_wait
     if args.build_peer_only:
         peer, note = resolve_peer(args)
         log(f"go-peer: {note}" if peer else f"go-peer: MISSING: {note}")
