@@ -214,6 +214,16 @@ def resolve_peer(args) -> tuple[str | None, str]:
 
 
 # ---------------------------------------------------------------------------- contenders
+def prober_rt_preexec() -> None:
+    """In the Status prober's child before exec: SCHED_FIFO, so that it and every thread it starts
+    (gRPC's) run as soon as they are runnable. The prober stands for kube-apiserver's health
+    check, whose own scheduling delay is not the plugin's."""
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(PROBER_RT_PRIORITY))
+
+
+PROBER_RT_PRIORITY = 10
+
+
 class Contender:
     def __init__(self, name: str, kind: str, socket: str | None = None):
         self.name = name
@@ -451,7 +461,8 @@ class Bench:
             return True
         return False
 
-    def load(self, c: Contender, conc: int, n: int, prober: bool = False) -> dict:
+    def load(self, c: Contender, conc: int, n: int, prober: bool = False,
+             prober_rt: bool = False) -> dict:
         pid, bpid = c.pid, self.bao.proc.pid
         cpu0 = cpu_seconds(pid) if pid else 0.0
         bcpu0 = cpu_seconds(bpid)
@@ -463,7 +474,8 @@ class Bench:
                 [self.args.bench_bin, "plugin", "--socket", c.socket, "--op", "status",
                  "--n", "1000000", "--concurrency", "1", "--warmup", "1",
                  "--pace-us", str(self.args.status_pace_us), "--json"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                preexec_fn=prober_rt_preexec if prober_rt else None)
         # The load client's own CPU (utime+stime of the reaped child). For the floor this is what a
         # minimal Vault client (libcurl + OpenSSL + the JSON it needs) spends per Vault call: the
         # same-run reference for Trousseau's Vault path. Read before the prober is reaped.
@@ -505,12 +517,53 @@ class Bench:
             res["proc_after"] = proc_status(pid)
         return res
 
+    def thread_sched(self) -> None:
+        """--thread-sched NAME=POLICY[@THREADS]: after start, from outside (the bench is root), set
+        the scheduling of a contender's threads, as `chrt -p`/`renice` on their thread ids would:
+        for experiments (docs/performance.md, change 15). POLICY: fifo:P, rr:P, other, nice:N.
+        THREADS: a thread name (/proc/<pid>/task/*/comm; default kms-status), * for every thread
+        there now, or !PREFIX for every thread whose name does not start with PREFIX. Threads
+        started later inherit the policy of the thread that starts them (unless it has
+        SCHED_RESET_ON_FORK)."""
+        for spec in self.args.thread_sched:
+            name, _, how = spec.partition("=")
+            how, _, comm = how.partition("@")
+            comm = comm or "kms-status"
+            pol, _, val = how.partition(":")
+            c = next((x for x in self.contenders if x.name == name and x.pid), None)
+            if c is None:
+                raise RuntimeError(f"--thread-sched {spec}: no running contender {name}")
+            hits = 0
+            for tid in os.listdir(f"/proc/{c.pid}/task"):
+                with open(f"/proc/{c.pid}/task/{tid}/comm") as f:
+                    tcomm = f.read().strip()
+                if comm.startswith("!"):
+                    if tcomm.startswith(comm[1:]):
+                        continue
+                elif comm != "*" and tcomm != comm:
+                    continue
+                t = int(tid)
+                if pol in ("fifo", "rr"):
+                    os.sched_setscheduler(t, os.SCHED_FIFO if pol == "fifo" else os.SCHED_RR,
+                                          os.sched_param(int(val)))
+                elif pol == "other":
+                    os.sched_setscheduler(t, os.SCHED_OTHER, os.sched_param(0))
+                elif pol == "nice":
+                    os.setpriority(os.PRIO_PROCESS, t, int(val))
+                else:
+                    raise RuntimeError(f"--thread-sched {spec}: unknown policy {pol!r}")
+                hits += 1
+                log(f"{name}: thread {tid} ({tcomm}) set to {how}")
+            if hits == 0:
+                raise RuntimeError(f"--thread-sched {spec}: no thread of {name} matched {comm!r}")
+
     def run_all(self) -> None:
         time.sleep(1.0)
         for c in self.contenders:
             if c.pid:
                 self.out["rss_kib"].setdefault(c.name, {})["idle"] = proc_status(c.pid)
                 save_smaps(c.pid, self.args.smaps_dir, c.name, "idle")
+        self.thread_sched()
         concs = self.args.concurrency
         status_c = max([x for x in concs if x <= 64], default=concs[0])
         for conc in concs:
@@ -532,18 +585,23 @@ class Bench:
                     + f"  client CPU {res['client_cpu_us_per_call']:5.0f} us/call")
             if conc == status_c:
                 # Status under load: a second run at this c with a paced Status prober beside it.
+                modes = {"rt": ["rt"], "normal": ["normal"],
+                         "both": ["rt", "normal"]}[self.args.status_prober]
                 for c in self.contenders:
-                    if c.kind == "floor" or self.over_budget(f"{c.name} status c={conc}"):
-                        continue
-                    try:
-                        res = self.load(c, conc, max(n // 2, conc * 4), prober=True)
-                    except RuntimeError as e:
-                        self.fail(f"{c.name} status c={conc}", e)
-                        continue
-                    self.out["status_under_load"].append(res)
-                    s = res["status"]
-                    log(f"{c.name:<20} Status under c={conc} load: p50 {s['p50_us']:.0f} us"
-                        f" p99 {s['p99_us']:.0f} us ({s['ok']} calls)")
+                    for mode in modes:
+                        if c.kind == "floor" or self.over_budget(f"{c.name} status c={conc}"):
+                            continue
+                        try:
+                            res = self.load(c, conc, max(n // 2, conc * 4), prober=True,
+                                            prober_rt=mode == "rt")
+                        except RuntimeError as e:
+                            self.fail(f"{c.name} status c={conc}", e)
+                            continue
+                        res["status_prober"] = mode
+                        self.out["status_under_load"].append(res)
+                        s = res["status"]
+                        log(f"{c.name:<20} Status under c={conc} load ({mode} prober): p50 "
+                            f"{s['p50_us']:.0f} us p99 {s['p99_us']:.0f} us ({s['ok']} calls)")
         for c in self.contenders:
             if c.pid:
                 self.out["rss_kib"][c.name]["after"] = proc_status(c.pid)
@@ -689,6 +747,15 @@ def main() -> int:
                          "(default %(default)s, the plugin's default)")
     ap.add_argument("--status-pace-us", type=int, default=5000,
                     help="Status prober: one call every this many µs (default 5000)")
+    ap.add_argument("--status-prober", choices=("rt", "normal", "both"), default="rt",
+                    help="how the Status prober is scheduled: rt = SCHED_FIFO priority 10 (its "
+                         "own wake-up delay left out: it stands for kube-apiserver, whose "
+                         "scheduling is not the plugin's), normal = like the load, both = one "
+                         "run of each (default rt)")
+    ap.add_argument("--thread-sched", action="append", default=[], metavar="NAME=POLICY[@THREADS]",
+                    help="experiments: after start, set a contender's threads' scheduling from "
+                         "outside (fifo:P, rr:P, other, nice:N; THREADS a thread name, default "
+                         "kms-status, * or !PREFIX); repeatable")
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET_S", "480")),
                     help="stop starting load runs after this many s (env BENCH_BUDGET_S)")
     ap.add_argument("--json-out", help="write every number here as JSON")
@@ -740,7 +807,7 @@ def main() -> int:
     }
     b.out["settings"] = {k: getattr(args, k) for k in (
         "smoke", "concurrency", "n1", "n", "burst_seeds", "burst_dups", "burst_c", "idle_s",
-        "status_pace_us", "plugin_bin")}
+        "status_pace_us", "status_prober", "plugin_bin")}
     try:
         v = subprocess.run([args.plugin_bin, "version"], capture_output=True, text=True, timeout=10)
         b.out["plugin_version"] = v.stdout.strip().splitlines()[:3]

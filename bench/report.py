@@ -36,9 +36,50 @@ def _mib(kib):
     return "–" if kib is None else f"{kib / 1024:.1f}"
 
 
+def _prober_mode(r) -> str:
+    # Runs recorded before the prober could be real-time had it under the normal scheduler.
+    return r.get("status_prober", "normal")
+
+
+def _status(out) -> dict:
+    """(contender, c) -> the Status prober's numbers; the real-time prober's when a run has both."""
+    status = {}
+    for r in sorted(out.get("status_under_load", []), key=lambda r: _prober_mode(r) == "rt"):
+        status[(r["contender"], r["concurrency"])] = r["status"]
+    return status
+
+
+def prober_desc(out) -> str:
+    """How the Status prober was scheduled: it stands for kube-apiserver's health check, whose
+    own wake-up delay is not the plugin's."""
+    modes = {_prober_mode(r) for r in out.get("status_under_load", [])}
+    if modes == {"rt"}:
+        return ("the Status prober ran under SCHED_FIFO (priority 10), so its own wake-up delay "
+                "on the loaded CPUs is left out: it stands for kube-apiserver, whose scheduling is "
+                "not the plugin's")
+    if modes == {"normal"}:
+        return ("the Status prober ran under the normal scheduler beside the load, so its p99 "
+                "includes the prober's own wake-up delay on the loaded CPUs")
+    if modes == {"rt", "normal"}:
+        return ("the Status prober ran twice, under SCHED_FIFO (priority 10: its own wake-up "
+                "delay left out; the table shows this one) and under the normal scheduler")
+    return "no Status prober ran"
+
+
+def status_rows(out) -> list[list[str]]:
+    """Every Status-under-load run, with how its prober was scheduled."""
+    return [[r["contender"], str(r["concurrency"]),
+             "SCHED_FIFO" if _prober_mode(r) == "rt" else "normal",
+             _f(r["status"]["p50_us"]), _f(r["status"]["p99_us"]), _f(r["status"]["max_us"]),
+             str(r["status"]["ok"])] for r in out.get("status_under_load", [])]
+
+
+STATUS_HDR = ["contender", "c", "prober scheduled", "Status p50 µs", "p99 µs", "max µs", "calls"]
+
+
 def main_table(out) -> list[list[str]]:
     rows = []
-    status = {(r["contender"], r["concurrency"]): r["status"] for r in out.get("status_under_load", [])}
+    status = _status(out)
     for conc in out["settings"]["concurrency"]:
         for name in _names(out):
             r = _runs(out, name).get(conc)
@@ -100,8 +141,8 @@ def references(out) -> dict[str, str]:
     the Unix socket (the bare echo server) and a minimal Vault client (the floor's libcurl +
     OpenSSL + JSON client). A target below these cannot be met by Trousseau's own code."""
     runs = {n: _runs(out, n) for n in _names(out)}
-    echo, fl, nul = runs.get("echo", {}), runs.get("floor", {}), runs.get("null", {})
-    status = {(r["contender"], r["concurrency"]): r["status"] for r in out.get("status_under_load", [])}
+    echo, fl = runs.get("echo", {}), runs.get("floor", {})
+    status = _status(out)
     ref = {}
     e16, f16 = (echo.get(16) or {}).get("plugin_cpu_us_per_call"), (fl.get(16) or {}).get("client_cpu_us_per_call")
     if e16 is not None and f16 is not None:
@@ -133,7 +174,7 @@ def targets(out) -> list[tuple[str, str, str, str]]:
     res = []
     ref = references(out)
     runs = {n: _runs(out, n) for n in _names(out)}
-    status = {(r["contender"], r["concurrency"]): r["status"] for r in out.get("status_under_load", [])}
+    status = _status(out)
     tro = [n for n in ("trousseau", "trousseau+coalesce") if n in runs]
 
     def verdict(ok):
@@ -256,6 +297,10 @@ def text(out) -> str:
         lines.append(f"MISSING {n}: {why}")
     lines.append("")
     lines += _plain(MAIN_HDR, main_table(out))
+    if out.get("status_under_load"):
+        lines.append("")
+        lines.append(f"Status under load: {prober_desc(out)}.")
+        lines += _plain(STATUS_HDR, status_rows(out))
     lines.append("")
     lines += _plain(RSS_HDR, rss_rows(out))
     if out.get("burst"):
@@ -375,11 +420,15 @@ def write_markdown(out, path) -> None:
           "OpenBao; each is a TLS handshake; the floor opens one per caller). KMS calls per Vault "
           "request: the KMS calls ÷ the Vault requests the plugin counted on its own `/metrics` "
           "over the run (1 without batching or coalescing). Status p99: a "
-          "second run at that concurrency with a paced Status prober beside it. Client CPU: "
+          "second run at that concurrency with a paced Status prober beside it; "
+          + prober_desc(out) + ". Client CPU: "
           "utime+stime of the `trousseau-bench` load client over the same run ÷ the same calls; for "
           "the floor that is a minimal Vault client's cost per Transit call (libcurl, OpenSSL, the "
           "JSON it needs), the reference for Trousseau's Vault path.", ""]
     L += _table(MAIN_HDR, main_table(out))
+    if len({_prober_mode(r) for r in out.get("status_under_load", [])}) > 1:
+        L += ["", "Status under load with the prober under either scheduler:", ""]
+        L += _table(STATUS_HDR, status_rows(out))
     L += own_cost_lines(out)
     L += ["", "![throughput and p99 against concurrency](" + os.path.basename(png) + ")"
           if not why_no_plot else f"(plot: {why_no_plot})", "", "### Memory", "",

@@ -247,6 +247,24 @@ std::string TokenProblem(const Plugin& p, const vault::auth::LoginTokenSource* l
   return "";
 }
 
+// performance.status_thread_realtime_priority: one line saying whether the kms-status thread
+// got its SCHED_FIFO priority (kms/status_loop.h); without it Status still works, and may
+// wait behind the other processes on a busy node.
+void LogStatusThreadPriority(const kms::StatusLoop& loop, uint64_t priority) {
+  if (priority == 0) {
+    log::Info("status_thread", "the Status thread runs under the normal scheduler "
+                               "(performance.status_thread_realtime_priority: 0)");
+  } else if (loop.RealtimeResult().ok()) {
+    log::Info("status_thread", "the Status thread runs under SCHED_FIFO",
+              {{"priority", priority}});
+  } else {
+    log::Warn("status_thread",
+              "the Status thread runs under the normal scheduler: its real-time priority could "
+              "not be set (set performance.status_thread_realtime_priority: 0 to silence this)",
+              {{"priority", priority}, {"error", std::string(loop.RealtimeResult().message())}});
+  }
+}
+
 // Starts the operations listener (probes and metrics) on `cfg.http.listen`.
 absl::Status StartOps(Plugin& p, const config::Config& cfg) {
   const auto* login = dynamic_cast<const vault::auth::LoginTokenSource*>(p.tokens.get());
@@ -438,6 +456,8 @@ int Serve(const std::string& config_path, bool check_only) {
   kms::ConfigureServer(builder, *p.limits);
   // Status and Version: async methods answered by one thread of ours (kms/status_loop.h).
   p.status_loop = std::make_unique<kms::StatusLoop>(p.v2.get(), p.v1.get());
+  p.status_loop->SetRealtimePriority(
+      static_cast<int>(cfg->performance.status_thread_realtime_priority));
   p.status_loop->AddTo(builder);
   const mode_t old_umask = umask(0177);
   p.server = builder.BuildAndStart();
@@ -448,6 +468,7 @@ int Serve(const std::string& config_path, bool check_only) {
     kms::RemoveSocket(sock);
     return Die(kExitRuntime, std::string(st.message()));
   }
+  LogStatusThreadPriority(*p.status_loop, cfg->performance.status_thread_realtime_priority);
   const bool root = hardening::RunningAsRoot();
   std::optional<gid_t> sock_group;
   if (cfg->socket.gid) sock_group = static_cast<gid_t>(*cfg->socket.gid);

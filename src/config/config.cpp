@@ -1043,7 +1043,9 @@ std::string FormatMicros(std::chrono::microseconds d) {
 absl::Status ParsePerformance(const Section& root, PerformanceConfig& perf) {
   Section s;
   if (absl::Status st = SubSection(root, "performance",
-                                   {"coalesce_decrypts", "batch_max_items", "batch_max_wait"}, s);
+                                   {"coalesce_decrypts", "batch_max_items", "batch_max_wait",
+                                    "status_thread_realtime_priority"},
+                                   s);
       !st.ok()) {
     return st;
   }
@@ -1066,6 +1068,17 @@ absl::Status ParsePerformance(const Section& root, PerformanceConfig& perf) {
     absl::StatusOr<std::chrono::microseconds> parsed = ParseFineDuration(node->Scalar());
     if (!parsed.ok()) return KeyError(s.Key("batch_max_wait"), std::string(parsed.status().message()));
     perf.batch_max_wait = *parsed;
+  }
+  // 0 (off) or a SCHED_FIFO priority (1..99, sched_get_priority_min/max on Linux).
+  if (absl::Status st = GetUint(s, "status_thread_realtime_priority",
+                                perf.status_thread_realtime_priority);
+      !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = CheckRange("performance.status_thread_realtime_priority",
+                                   perf.status_thread_realtime_priority, 0, 99);
+      !st.ok()) {
+    return st;
   }
   // Well under a Vault round trip: a batch that waits longer costs more than it saves.
   constexpr std::chrono::microseconds kMaxWait{5000};

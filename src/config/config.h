@@ -98,6 +98,9 @@ struct PerformanceConfig {
   bool coalesce_decrypts = true;             // single-flight for identical Decrypts in flight
   uint64_t batch_max_items = 32;             // items per Transit batch_input call; 1 disables
   std::chrono::microseconds batch_max_wait{200};  // how long a batch waits for company
+  // The kms-status thread (Status/Version, kms/status_loop.h) under SCHED_FIFO at this priority,
+  // set at start while privileged; 0: the normal scheduler (docs/performance.md, change 15).
+  uint64_t status_thread_realtime_priority = 1;
 };
 
 // state: the key rollback high-water mark kept across restarts (docs/rollback.md). Empty: memory only.

@@ -223,6 +223,8 @@ const std::vector<std::string>& StartupSyscalls() {
       "unlinkat", "listen", "getdents64", "ioctl", "dup", "dup2", "dup3", "fstatfs", "statfs",
       // thread creation before our filter (ours forces the clone fallback)
       "clone3",
+      // the kms-status thread's SCHED_FIFO (performance.status_thread_realtime_priority)
+      "sched_setscheduler",
       // privilege drop and its proof
       "setgroups", "setresuid", "setresgid", "setuid", "setgid", "getresuid", "getresgid",
       "getgroups", "capget", "capset",

@@ -1,12 +1,38 @@
 #include "kms/status_loop.h"
 
 #include <pthread.h>
+#include <sched.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <grpcpp/grpcpp.h>
 
+#include <string>
 #include <system_error>
 
 namespace trousseau::kms {
+
+namespace {
+
+// SCHED_FIFO for the calling thread only (pid 0 is the caller's thread id for this call).
+absl::Status ApplyRealtime(int priority) {
+  if (priority <= 0) return absl::OkStatus();
+  sched_param param{};
+  param.sched_priority = priority;
+  if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &param) == 0) return absl::OkStatus();
+  const int err = errno;
+  std::string why = std::string("sched_setscheduler(SCHED_FIFO, ") + std::to_string(priority) +
+                    "): " + std::strerror(err);
+  if (err == EPERM) {
+    why += " (needs CAP_SYS_NICE when the plugin starts, or RLIMIT_RTPRIO >= " +
+           std::to_string(priority) +
+           "; a cgroup without a real-time CPU budget refuses it even to root)";
+  }
+  return absl::PermissionDeniedError(why);
+}
+
+}  // namespace
 
 // One Status or Version call: from its request posted to the queue until its answer was sent
 // (or the call ended unanswered at shutdown). The tag on the queue is the Call itself.
@@ -62,6 +88,9 @@ void StatusLoop::Request(Method m) {
 
 void StatusLoop::Run() {
   pthread_setname_np(pthread_self(), "kms-status");  // prctl(PR_SET_NAME): in the allowlist
+  // Before posted_: Start()'s caller reads the result once Start returns, while it still has
+  // the privilege (before the drop and the seccomp filter, which does not allow this call).
+  rt_result_ = ApplyRealtime(rt_priority_);
   // The first requests are posted here, not by Start()'s caller: every request object is then
   // made and completed on this thread. (gRPC's queue hands it between threads through
   // synchronisation ThreadSanitizer cannot see in Debian's uninstrumented gRPC.) Until they

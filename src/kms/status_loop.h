@@ -40,6 +40,16 @@ class StatusLoop {
   StatusLoop(const StatusLoop&) = delete;
   StatusLoop& operator=(const StatusLoop&) = delete;
 
+  // Before Start: the thread puts itself under SCHED_FIFO at this priority (1..99; 0, the
+  // default, leaves it under the normal scheduler) before it posts its first requests, with
+  // SCHED_RESET_ON_FORK so that no thread it might start inherits the policy. Needs
+  // CAP_SYS_NICE (or RLIMIT_RTPRIO): the caller starts the loop before it drops privileges.
+  // Failing to get it is not an error: the loop runs at normal priority and
+  // RealtimeResult() says why (docs/performance.md, change 15).
+  void SetRealtimePriority(int priority) { rt_priority_ = priority; }
+  // After Start: OK when the priority was applied (or none was asked for), else why not.
+  const absl::Status& RealtimeResult() const { return rt_result_; }
+
   // Adds the loop's completion queue to the server. Before BuildAndStart, once.
   void AddTo(grpc::ServerBuilder& builder);
   // After BuildAndStart succeeded: starts the thread ("kms-status"), which posts one request
@@ -69,6 +79,9 @@ class StatusLoop {
   bool posted_ = false;  // the thread has posted its first requests
   bool started_ = false;
   bool stopping_ = false;
+  int rt_priority_ = 0;
+  absl::Status rt_result_;  // written by the thread before posted_, read after Start
+
 };
 
 }  // namespace trousseau::kms

@@ -99,6 +99,10 @@ def test_smoke_runs_every_available_contender(bins, tmp_path):
     assert {x["contender"] for x in out["status_under_load"]} == ran - {"floor"}
     for x in out["status_under_load"]:
         assert x["status"]["ok"] > 0, x
+        # The default prober runs real-time (bench/README.md), and the run records it.
+        assert x["status_prober"] == "rt", x
+    assert out["settings"]["status_prober"] == "rt"
+    assert "the Status prober ran under SCHED_FIFO" in r.stdout  # the report says so
     bursts = {b["contender"]: b for b in out["burst"]}
     assert "trousseau" in bursts
     b = bursts["trousseau"]

@@ -101,7 +101,8 @@ def test_manifests_agree_on_paths():
     sc = c["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"]["drop"] == ["ALL"]
-    assert set(sc["capabilities"]["add"]) <= {"CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID", "SETPCAP"}
+    assert set(sc["capabilities"]["add"]) <= {"CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID", "SETPCAP",
+                                             "SYS_NICE"}
     prof = pod["spec"]["securityContext"]["seccompProfile"]
     assert prof["type"] == "Localhost" and prof["localhostProfile"].endswith("trousseau.json")
     assert pod["spec"]["hostNetwork"] is True

@@ -944,6 +944,38 @@ TEST_CASE("performance settings are read") {
   CHECK(MustParse(kMinimal + "performance:\n  batch_max_items: 128\n").performance.batch_max_items == 128);
 }
 
+TEST_CASE("performance.status_thread_realtime_priority: 1 by default, 0 turns it off, 99 at most") {
+  CHECK(MustParse(kMinimal).performance.status_thread_realtime_priority == 1);
+  CHECK(MustParse(kMinimal + "performance:\n  status_thread_realtime_priority: 0\n")
+            .performance.status_thread_realtime_priority == 0);
+  CHECK(MustParse(kMinimal + "performance:\n  status_thread_realtime_priority: 10\n")
+            .performance.status_thread_realtime_priority == 10);
+  CHECK(MustParse(kMinimal + "performance:\n  status_thread_realtime_priority: 99\n")
+            .performance.status_thread_realtime_priority == 99);
+  // The other performance settings keep their defaults beside it.
+  const Config c = MustParse(kMinimal + "performance:\n  status_thread_realtime_priority: 5\n");
+  CHECK(c.performance.batch_max_items == 32);
+  CHECK(c.performance.coalesce_decrypts);
+}
+
+TEST_CASE("bad performance.status_thread_realtime_priority stops the start and names the key") {
+  const std::string key = "performance:\n  status_thread_realtime_priority: ";
+  CHECK_THAT(ErrorOf(kMinimal + key + "100\n"),
+             Contains("performance.status_thread_realtime_priority: must be between 0 and 99, got 100"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "-1\n"),
+             Contains("performance.status_thread_realtime_priority"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "\"1\"\n"),
+             Contains("performance.status_thread_realtime_priority: expected an integer"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "true\n"),
+             Contains("performance.status_thread_realtime_priority"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "fifo\n"),
+             Contains("performance.status_thread_realtime_priority"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "[1]\n"),
+             Contains("performance.status_thread_realtime_priority: expected an integer"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  status_thread_priority: 1\n"),
+             Contains("unknown key \"performance.status_thread_priority\""));
+}
+
 TEST_CASE("bad performance settings stop the start and name the key") {
   CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_size: 4\n"),
              Contains("unknown key \"performance.batch_size\""));
