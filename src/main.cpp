@@ -250,13 +250,21 @@ std::string TokenProblem(const Plugin& p, const vault::auth::LoginTokenSource* l
 // performance.status_thread_realtime_priority: one line saying whether the kms-status thread
 // got its SCHED_FIFO priority (kms/status_loop.h); without it Status still works, and may
 // wait behind the other processes on a busy node.
-void LogStatusThreadPriority(const kms::StatusLoop& loop, uint64_t priority) {
+// Refused while started as root is a warning (the static pod's SYS_NICE missing, or a cgroup
+// without a real-time budget); refused to a plugin started unprivileged (the packaged systemd
+// unit, RestrictRealtime=yes) is what that deployment chose, so it is an info line.
+void LogStatusThreadPriority(const kms::StatusLoop& loop, uint64_t priority, bool started_as_root) {
   if (priority == 0) {
     log::Info("status_thread", "the Status thread runs under the normal scheduler "
                                "(performance.status_thread_realtime_priority: 0)");
   } else if (loop.RealtimeResult().ok()) {
     log::Info("status_thread", "the Status thread runs under SCHED_FIFO",
               {{"priority", priority}});
+  } else if (!started_as_root) {
+    log::Info("status_thread",
+              "the Status thread runs under the normal scheduler: started without privileges, "
+              "its real-time priority could not be set",
+              {{"priority", priority}, {"error", std::string(loop.RealtimeResult().message())}});
   } else {
     log::Warn("status_thread",
               "the Status thread runs under the normal scheduler: its real-time priority could "
@@ -468,8 +476,8 @@ int Serve(const std::string& config_path, bool check_only) {
     kms::RemoveSocket(sock);
     return Die(kExitRuntime, std::string(st.message()));
   }
-  LogStatusThreadPriority(*p.status_loop, cfg->performance.status_thread_realtime_priority);
   const bool root = hardening::RunningAsRoot();
+  LogStatusThreadPriority(*p.status_loop, cfg->performance.status_thread_realtime_priority, root);
   std::optional<gid_t> sock_group;
   if (cfg->socket.gid) sock_group = static_cast<gid_t>(*cfg->socket.gid);
   if (auto st = kms::SecureSocket(sock, *plan, static_cast<mode_t>(cfg->socket.mode), sock_group,
