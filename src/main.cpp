@@ -28,6 +28,7 @@
 #include "hardening/seccomp.h"
 #include "hardening/secret_buffer.h"
 #include "hardening/wipe_on_free.h"
+#include "kms/malloc_env.h"
 #include "kms/server_tuning.h"
 #include "kms/services.h"
 #include "kms/status_loop.h"
@@ -621,6 +622,10 @@ struct WipeArgvCopies {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `serve` runs with glibc's per-thread malloc caches off; this re-execs once to set that
+  // (kms/malloc_env.h, docs/performance.md change 15). Nothing has run yet that a second start
+  // would repeat.
+  if (argc > 1 && std::strcmp(argv[1], "serve") == 0) trousseau::kms::ReexecWithMallocTunables(argv);
   // Before any thread exists (docs/performance.md).
   trousseau::kms::TuneProcess();
   // main's only copies of argv: the command and its arguments (passed on by reference).
