@@ -540,6 +540,7 @@ int Serve(const std::string& config_path, bool check_only) {
     const timespec tick{1, 0};
     sig = sigtimedwait(&stop_signals, nullptr, &tick);
     if (sig > 0) break;
+    vault::CurlTransport::TrimAllIdleHandles();  // a burst's extra easy handles, once quiet
     kms::TrimHeapIfSlack();  // a burst's freed heap goes back to the kernel
     if (socket_id.ok()) {
       socket_lost = kms::SocketLost(sock, *socket_id);
