@@ -2,12 +2,17 @@
 // left alone, and the re-exec that applies it.
 #include "kms/malloc_env.h"
 
+#include <malloc.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <string>
+#include <vector>
+
+#include "kms/server_tuning.h"
 
 namespace trousseau::kms {
 namespace {
@@ -87,6 +92,37 @@ TEST_CASE("ReexecWithMallocTunables: returns when the operator set tcache_count"
 TEST_CASE("ReexecWithMallocTunables: execs itself with tcache off when nothing is set") {
   // The exec'd copy is this test binary; its main (catch_main.cpp) sees the marker below.
   CHECK(RunChild(nullptr) == 43);
+}
+
+// Bytes left in glibc's fastbins after 200 small blocks are freed, in a forked child (so that
+// TuneProcess's process-wide settings stay there), with or without TuneProcess first.
+long FastbinBytesAfterFrees(bool tuned) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (tuned) TuneProcess();
+    std::vector<void*> blocks;
+    for (int i = 0; i < 200; ++i) blocks.push_back(malloc(40));
+    for (void* b : blocks) free(b);
+    const long bytes = static_cast<long>(mallinfo2().fsmblks);
+    (void)!write(fds[1], &bytes, sizeof(bytes));
+    _exit(0);
+  }
+  close(fds[1]);
+  long bytes = -1;
+  const ssize_t n = read(fds[0], &bytes, sizeof(bytes));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(n == static_cast<ssize_t>(sizeof(bytes)));
+  return bytes;
+}
+
+TEST_CASE("TuneProcess turns glibc's fastbins off") {
+  // Control: without it, freed small blocks beyond the tcache wait in the fastbins.
+  CHECK(FastbinBytesAfterFrees(false) > 0);
+  CHECK(FastbinBytesAfterFrees(true) == 0);
 }
 
 }  // namespace
