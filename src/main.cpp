@@ -624,8 +624,8 @@ struct WipeArgvCopies {
 
 int main(int argc, char** argv) {
   // `serve` runs with glibc's per-thread malloc caches off; this re-execs once to set that
-  // (kms/malloc_env.h, docs/performance.md change 15). Nothing has run yet that a second start
-  // would repeat.
+  // (kms/malloc_env.h, docs/performance.md change 15). Only static initialisers have run so far
+  // (no thread, no file, no log line); the new image runs them again.
   if (argc > 1 && std::strcmp(argv[1], "serve") == 0) trousseau::kms::ReexecWithMallocTunables(argv);
   // Before any thread exists (docs/performance.md).
   trousseau::kms::TuneProcess();

@@ -20,7 +20,8 @@ void TuneProcess() {
   mallopt(M_ARENA_MAX, kMallocArenas);
   // No fastbins: a freed small block is merged with its free neighbours at once instead of
   // waiting in a per-size list, so a burst's heap grows less and what survives it is less
-  // scattered (docs/performance.md, change 15: RSS 2 s after c=256 −0.5 MiB, CPU unchanged).
+  // scattered (docs/performance.md, change 15: RSS 2 s after c=256 −0.5 and −1.0 MiB in two runs,
+  // CPU within the noise).
   mallopt(M_MXFAST, 0);
 }
 

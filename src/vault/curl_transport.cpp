@@ -314,14 +314,15 @@ const char* CurlTransport::LibraryLinkage() {
 }
 
 namespace {
-// Every CurlTransport alive, for TrimAllIdleHandles (a plugin has one or two).
+// Every CurlTransport alive, for TrimAllIdleHandles (a plugin has one or two). Never destroyed,
+// so that a transport that outlives static destruction can still take itself off the list.
 std::mutex& LiveMu() {
-  static std::mutex mu;
-  return mu;
+  static auto* mu = new std::mutex;
+  return *mu;
 }
 std::vector<CurlTransport*>& Live() {
-  static std::vector<CurlTransport*> live;
-  return live;
+  static auto* live = new std::vector<CurlTransport*>;
+  return *live;
 }
 }  // namespace
 
