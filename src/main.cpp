@@ -28,6 +28,7 @@
 #include "hardening/seccomp.h"
 #include "hardening/secret_buffer.h"
 #include "hardening/wipe_on_free.h"
+#include "kms/malloc_env.h"
 #include "kms/server_tuning.h"
 #include "kms/services.h"
 #include "kms/status_loop.h"
@@ -568,6 +569,7 @@ int Serve(const std::string& config_path, bool check_only) {
     const timespec tick{1, 0};
     sig = sigtimedwait(&stop_signals, nullptr, &tick);
     if (sig > 0) break;
+    vault::CurlTransport::TrimAllIdleHandles();  // a burst's extra easy handles, once quiet
     kms::TrimHeapIfSlack();  // a burst's freed heap goes back to the kernel
     if (socket_id.ok()) {
       socket_lost = kms::SocketLost(sock, *socket_id);
@@ -650,6 +652,10 @@ struct WipeArgvCopies {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `serve` runs with glibc's per-thread malloc caches off; this re-execs once to set that
+  // (kms/malloc_env.h, docs/performance.md change 16). Only static initialisers have run so far
+  // (no thread, no file, no log line); the new image runs them again.
+  if (argc > 1 && std::strcmp(argv[1], "serve") == 0) trousseau::kms::ReexecWithMallocTunables(argv);
   // Before any thread exists (docs/performance.md).
   trousseau::kms::TuneProcess();
   // main's only copies of argv: the command and its arguments (passed on by reference).

@@ -2,11 +2,13 @@
 #include "hardening/wiping_allocator.h"
 
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -216,6 +218,7 @@ namespace trousseau {
 
 // noinline + a volatile-free cleanse of a large local array: the array occupies the stack
 // region that callees of the request handler used, and OPENSSL_cleanse cannot be elided.
+// The fallback of ScrubStack below (the main thread, a thread without 64 KiB of room left).
 __attribute__((noinline)) void ScrubStackImpl(std::size_t bytes) {
   constexpr std::size_t kChunk = 16 * 1024;
   unsigned char area[kChunk];
@@ -224,8 +227,87 @@ __attribute__((noinline)) void ScrubStackImpl(std::size_t bytes) {
   __asm__ __volatile__("" : : "r"(area) : "memory");
 }
 
+namespace {
+
+constexpr std::size_t kPagedScrubMax = 64 * 1024;
+
+// Whether [p, p + n) holds only zero bytes. The caller's asm barrier makes the compiler treat
+// the bytes as written by someone else, so these loads are real.
+[[gnu::always_inline]] inline bool AllZero(const unsigned char* p, std::size_t n) {
+  uint64_t acc = 0;
+  std::size_t i = 0;
+  for (; i + sizeof(uint64_t) <= n; i += sizeof(uint64_t)) {
+    uint64_t w;
+    std::memcpy(&w, p + i, sizeof(w));
+    acc |= w;
+  }
+  for (; i < n; ++i) acc |= p[i];
+  return acc == 0;
+}
+
+// One frame of kPagedScrubMax bytes, cleansed page by page and only where a byte is not zero:
+// a stack page no call ever reached reads as the kernel's shared zero page and stays so,
+// instead of being made resident by the write (each kept sync-server thread held all 64 KiB:
+// docs/performance.md, change 16). The end state is the same as a cleanse of all of it: every
+// byte of the top `bytes` of the frame is zero. Stack-clash probes are off for this one frame
+// because each probe is a write to every page of it (what this avoids); ScrubStack calls it
+// only where the thread's stack has the room (RoomForPagedScrub), so the frame cannot reach
+// past the guard page.
+__attribute__((noinline, optimize("no-stack-clash-protection"))) void PagedScrub(std::size_t bytes) {
+  unsigned char area[kPagedScrubMax];
+  __asm__ __volatile__("" : : "r"(area) : "memory");
+  constexpr uintptr_t kPage = 4096;
+  unsigned char* p = area + (kPagedScrubMax - bytes);
+  unsigned char* const end = area + kPagedScrubMax;
+  while (p < end) {
+    auto* next = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(p) | (kPage - 1)) + 1);
+    if (next > end) next = end;
+    const auto n = static_cast<std::size_t>(next - p);
+    if (!AllZero(p, n)) OPENSSL_cleanse(p, n);
+    p = next;
+  }
+  __asm__ __volatile__("" : : "r"(area) : "memory");
+}
+
+// The main thread's stack bounds come from /proc/self/maps (pthread_getattr_np opens it): not
+// looked up; the main thread takes the fallback. Static initialisation runs on the main thread.
+const pthread_t g_main_thread = pthread_self();
+
+// The lowest usable address of this thread's stack (above its guard), looked up once per
+// thread (pthread_getattr_np: sched_getaffinity, no file); 0 if unknown.
+uintptr_t StackLow() {
+  thread_local uintptr_t low = [] {
+    if (pthread_equal(pthread_self(), g_main_thread)) return uintptr_t{0};
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return uintptr_t{0};
+    void* addr = nullptr;
+    std::size_t size = 0;
+    std::size_t guard = 0;
+    const bool ok = pthread_attr_getstack(&attr, &addr, &size) == 0 &&
+                    pthread_attr_getguardsize(&attr, &guard) == 0;
+    pthread_attr_destroy(&attr);
+    return ok ? reinterpret_cast<uintptr_t>(addr) + guard : uintptr_t{0};
+  }();
+  return low;
+}
+
+bool RoomForPagedScrub() {
+  const uintptr_t low = StackLow();
+  const auto here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+  // The frame, the cleanse's own frame below it and a margin.
+  return low != 0 && here > low && here - low > kPagedScrubMax + 16 * 1024;
+}
+
+}  // namespace
+
 }  // namespace trousseau
 
 namespace trousseau {
-void ScrubStack(std::size_t bytes) { ScrubStackImpl(bytes); }
+void ScrubStack(std::size_t bytes) {
+  if (bytes <= kPagedScrubMax && RoomForPagedScrub()) {
+    PagedScrub(bytes);
+  } else {
+    ScrubStackImpl(bytes);
+  }
+}
 }  // namespace trousseau

@@ -14,6 +14,7 @@ namespace trousseau::kms {
 //   gRPC's mutexes are Abseil's.
 // - glibc malloc arenas bounded (M_ARENA_MAX), so that each thread that ever served a call does
 //   not keep an arena of its own; with wipe-on-free the allocator is not the bottleneck.
+// - glibc's fastbins off (M_MXFAST 0). The tcache is off too for `serve` (kms/malloc_env.h).
 void TuneProcess();
 
 // Gives free heap memory back to the kernel (malloc_trim) when more than kTrimSlackBytes of it

@@ -313,6 +313,19 @@ const char* CurlTransport::LibraryLinkage() {
 #endif
 }
 
+namespace {
+// Every CurlTransport alive, for TrimAllIdleHandles (a plugin has one or two). Never destroyed,
+// so that a transport that outlives static destruction can still take itself off the list.
+std::mutex& LiveMu() {
+  static auto* mu = new std::mutex;
+  return *mu;
+}
+std::vector<CurlTransport*>& Live() {
+  static auto* live = new std::vector<CurlTransport*>;
+  return *live;
+}
+}  // namespace
+
 CurlTransport::CurlTransport(const config::VaultConfig& vault,
                              std::shared_ptr<const TlsMaterial> tls)
     : cfg_(vault), tls_(std::move(tls)), share_(std::make_unique<Share>()) {
@@ -320,9 +333,42 @@ CurlTransport::CurlTransport(const config::VaultConfig& vault,
     if (!pins_.empty()) pins_ += ';';
     pins_ += pin;
   }
+  std::lock_guard<std::mutex> lock(LiveMu());
+  Live().push_back(this);
+}
+
+size_t CurlTransport::TrimIdleHandles(SteadyTime now) {
+  std::vector<Handle*> drop;
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (now - last_acquire_ < kQuietBeforeTrim) return 0;
+    while (pool_.size() > kKeepIdleHandles) {
+      drop.push_back(pool_.front());  // the least recently used (Acquire takes from the back)
+      pool_.erase(pool_.begin());
+    }
+  }
+  for (Handle* h : drop) delete h;  // curl_easy_cleanup outside the lock; its frees are wiped
+  return drop.size();
+}
+
+size_t CurlTransport::TrimAllIdleHandles() {
+  const SteadyTime now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(LiveMu());
+  size_t n = 0;
+  for (CurlTransport* t : Live()) n += t->TrimIdleHandles(now);
+  return n;
+}
+
+size_t CurlTransport::PooledHandles() {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  return pool_.size();
 }
 
 CurlTransport::~CurlTransport() {
+  {
+    std::lock_guard<std::mutex> live_lock(LiveMu());
+    Live().erase(std::find(Live().begin(), Live().end(), this));
+  }
   // Pooled handles first: they refer to the share handle, destroyed after this body.
   std::lock_guard<std::mutex> lock(pool_mu_);
   for (Handle* h : pool_) delete h;
@@ -353,6 +399,7 @@ struct CurlTransport::Waiter {
 CurlTransport::Handle* CurlTransport::Acquire(SteadyTime until, absl::Status* why) {
   {
     std::unique_lock<std::mutex> lock(pool_mu_);
+    last_acquire_ = std::chrono::steady_clock::now();
     if (in_flight_ < kMaxInFlight && waiters_.empty()) {
       ++in_flight_;
     } else {

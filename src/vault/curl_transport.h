@@ -46,6 +46,18 @@ class CurlTransport final : public HttpTransport {
   // Slots taken now (for tests and diagnostics).
   size_t RequestsInFlight();
 
+  // After a burst, idle kept handles beyond kKeepIdleHandles are destroyed once no request has
+  // started for kQuietBeforeTrim: each holds a 16 KiB receive buffer and its own state (~0.6 MiB
+  // for 32, scattered over the heap). Connections live in the share and stay. Returns how many
+  // were destroyed; `now` is a parameter for tests. TrimAllIdleHandles does it for every
+  // CurlTransport alive; main()'s 1 s tick calls it (docs/performance.md, change 16).
+  static constexpr size_t kKeepIdleHandles = 4;
+  static constexpr std::chrono::seconds kQuietBeforeTrim{1};
+  size_t TrimIdleHandles(SteadyTime now);
+  static size_t TrimAllIdleHandles();
+  // Idle handles kept now (for tests).
+  size_t PooledHandles();
+
  private:
   struct Handle;
   CurlTransport(const config::VaultConfig& vault, std::shared_ptr<const TlsMaterial> tls);
@@ -70,6 +82,7 @@ class CurlTransport final : public HttpTransport {
   std::mutex pool_mu_;
   std::vector<Handle*> pool_;     // idle handles, at most kMaxInFlight
   size_t in_flight_ = 0;          // slots taken, at most kMaxInFlight
+  SteadyTime last_acquire_{};     // when a request last asked for a slot
   std::deque<Waiter*> waiters_;   // requests waiting for a slot, oldest first
   // Bounded retries: passes over every address, with jittered exponential pauses between passes
   // (capped at 1 s), until the request's deadline is near. kMaxPasses only bounds the loop.

@@ -2,13 +2,17 @@
 // explicit, constant-time comparison, and the locked-memory accounting.
 #include "hardening/secret_buffer.h"
 
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <thread>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -350,6 +354,90 @@ TEST_CASE("ScrubStack zeroes a pattern left in a dead stack frame", "[wiping_all
   // part of the area it wipes: a few words of the old frame may survive there (8 bytes seen on
   // x86-64 with GCC 12 -O2), everything else is zeroed.
   CHECK(after <= 16);
+}
+
+// Leaves the pattern ~40 KiB below the caller's frame: in the third 16 KiB of ScrubStack's area.
+[[gnu::noinline]] void PlantDeep() {
+  unsigned char pad[36 * 1024];
+  std::memset(pad, 1, sizeof(pad));
+  __asm__ __volatile__("" : : "r"(pad) : "memory");
+  PlantOnStack();
+  __asm__ __volatile__("" : : "r"(pad) : "memory");
+}
+
+// On a thread other than main, ScrubStack takes its page-wise path (the main thread the
+// fallback above): the same pattern near and deep in the area is zeroed there too.
+TEST_CASE("ScrubStack on a worker thread zeroes patterns near and deep in the area",
+          "[wiping_allocator]") {
+  size_t near_before = 0, near_after = 0, deep_before = 0, deep_after = 0;
+  std::thread t([&] {
+    PlantOnStack();
+    near_before = CountPlanted();
+    PlantOnStack();
+    ScrubStack();
+    near_after = CountPlanted();
+    PlantDeep();
+    deep_before = CountPlanted();
+    PlantDeep();
+    ScrubStack();
+    deep_after = CountPlanted();
+  });
+  t.join();
+  CHECK(near_before > kPlant / 2);
+  CHECK(near_after <= 16);
+  CHECK(deep_before > kPlant / 2);
+  CHECK(deep_after == 0);
+}
+
+// Resident KiB of the mapping that contains `addr`, from /proc/self/smaps.
+size_t RssKibOfMapping(uintptr_t addr) {
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool in = false;
+  while (std::getline(f, line)) {
+    uintptr_t lo = 0, hi = 0;
+    // A mapping's header line ("lo-hi perms ..."); field lines ("Rss:   12 kB") do not parse so.
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2) {
+      in = addr >= lo && addr < hi;
+      continue;
+    }
+    if (in && line.rfind("Rss:", 0) == 0) return std::stoul(line.substr(4));
+  }
+  return SIZE_MAX;
+}
+
+struct FreshStackResult {
+  uintptr_t stack = 0;
+  size_t rss_kib = 0;
+};
+
+// A thread on a stack of its own (fresh pages, never touched) that makes a shallow call and
+// scrubs: the pages the scrub found already zero must not have become resident.
+void* ShallowCallAndScrub(void* arg) {
+  auto* r = static_cast<FreshStackResult*>(arg);
+  PlantOnStack();  // a shallow "call" (4 KiB)
+  ScrubStack();
+  r->rss_kib = RssKibOfMapping(r->stack);
+  return nullptr;
+}
+
+TEST_CASE("ScrubStack does not make untouched stack pages resident", "[wiping_allocator]") {
+  constexpr size_t kStack = 1024 * 1024;
+  void* stack = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  REQUIRE(stack != MAP_FAILED);
+  FreshStackResult r;
+  r.stack = reinterpret_cast<uintptr_t>(stack);
+  pthread_attr_t attr;
+  REQUIRE(pthread_attr_init(&attr) == 0);
+  REQUIRE(pthread_attr_setstack(&attr, stack, kStack) == 0);
+  pthread_t th;
+  REQUIRE(pthread_create(&th, &attr, &ShallowCallAndScrub, &r) == 0);
+  REQUIRE(pthread_join(th, nullptr) == 0);
+  pthread_attr_destroy(&attr);
+  munmap(stack, kStack);
+  // The thread's start-up, the 4 KiB plant, the scrub's own frames and smaps reading: well
+  // under the 64 KiB area that a cleanse of every byte would have made resident (~72 KiB).
+  CHECK(r.rss_kib < 40);
 }
 #endif
 

@@ -300,3 +300,59 @@ TEST_CASE("CurlTransport: a deadline after other failures keeps their cause", "[
 
 }  // namespace
 }  // namespace trousseau::vault
+
+namespace trousseau::vault {
+namespace {
+
+TEST_CASE("CurlTransport destroys idle kept handles beyond kKeepIdleHandles only once quiet",
+          "[curl]") {
+  CurlInit init;
+  // A listener that never accepts: connections complete in its backlog and the TLS handshake
+  // waits, so each request holds its handle until its deadline.
+  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  REQUIRE(::listen(lfd, 64) == 0);
+  socklen_t len = sizeof(a);
+  REQUIRE(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  const std::string node = "https://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  auto t = CurlTransport::Create(Cfg({node}), CaOnly());
+  REQUIRE(t.ok());
+  const auto before = std::chrono::steady_clock::now();
+  // Eight requests at once, each waiting until shortly before its deadline: eight handles, all
+  // kept when they finish.
+  constexpr size_t kConcurrent = 8;
+  std::vector<std::thread> callers;
+  for (size_t i = 0; i < kConcurrent; ++i) {
+    callers.emplace_back([&t] { (void)(*t)->Send(Get(kFailBudget)); });
+  }
+  for (auto& c : callers) c.join();
+  const size_t kept = (*t)->PooledHandles();
+  REQUIRE(kept > CurlTransport::kKeepIdleHandles);
+  REQUIRE(kept <= kConcurrent);
+
+  // Not quiet yet (a request started after `before`): nothing destroyed.
+  CHECK((*t)->TrimIdleHandles(before) == 0);
+  CHECK((*t)->PooledHandles() == kept);
+  // Quiet for longer than kQuietBeforeTrim: down to kKeepIdleHandles, and no further.
+  const auto later = std::chrono::steady_clock::now() + CurlTransport::kQuietBeforeTrim + 1s;
+  CHECK((*t)->TrimIdleHandles(later) == kept - CurlTransport::kKeepIdleHandles);
+  CHECK((*t)->PooledHandles() == CurlTransport::kKeepIdleHandles);
+  CHECK((*t)->TrimIdleHandles(later) == 0);
+  CHECK((*t)->PooledHandles() == CurlTransport::kKeepIdleHandles);
+
+  // A kept handle still works after the trim (the same failure as before, not a crash).
+  auto r = (*t)->Send(Get(kFailBudget));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK((*t)->RequestsInFlight() == 0);
+  // TrimAllIdleHandles reaches this transport too; just used, so it keeps everything.
+  CurlTransport::TrimAllIdleHandles();
+  CHECK((*t)->PooledHandles() == CurlTransport::kKeepIdleHandles);
+  ::close(lfd);
+}
+
+}  // namespace
+}  // namespace trousseau::vault
