@@ -297,6 +297,18 @@ def test_status_thread_scheduling_in_the_static_pod(node):
         ("SCHED_FIFO 1" if status[0][0] == os.SCHED_FIFO else "normal scheduler (real-time refused here)"))
 
 
+def test_the_plugin_re_execed_itself_with_its_allocator_settings(node):
+    """serve re-execs itself once at start with glibc's per-thread caches off
+    (GLIBC_TUNABLES, kms/malloc_env.h; docs/performance.md change 16): in the real pod, under
+    the runtime's seccomp profile, the exec must have happened (same pid, the setting in its
+    environment)."""
+    _, pid = node.plugin()
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+    assert b"glibc.malloc.tcache_count=0" in env.get(b"GLIBC_TUNABLES", b""), env.get(b"GLIBC_TUNABLES")
+    say(f"plugin pid {pid}: GLIBC_TUNABLES={env[b'GLIBC_TUNABLES'].decode()}")
+
+
 def test_kms_round_trip_over_the_socket(node, openbao):
     st = wait_ok(node.client)
     assert st.key_id.startswith(f"{openbao.mount}/{openbao.key}:v")
