@@ -131,17 +131,14 @@ def test_status_thread_priority_off(plugin_factory):
     assert "normal scheduler" in recs[0]["msg"] and "status_thread_realtime_priority: 0" in recs[0]["msg"]
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
-def test_without_cap_sys_nice_it_warns_and_serves(plugin_factory, it_dir):
-    """A start-up without CAP_SYS_NICE (a container that does not add it): the priority cannot
-    be set; one warning says why and how to silence it; the plugin serves at normal priority."""
+def start_wrapped_and_refused(plugin_factory, it_dir, suffix: str, prefix: str) -> dict:
+    """Starts a plugin through `exec <prefix> <binary> ...` (exec keeps the pid: /proc/<pid> is
+    the plugin's), exercises it, checks its kms-status thread stayed SCHED_OTHER, and returns its
+    one status_thread log line."""
     pl = plugin_factory.make()
-    wrapper = os.path.join(it_dir, f"{pl.name}-no-sys-nice.sh")
+    wrapper = os.path.join(it_dir, f"{pl.name}-{suffix}.sh")
     with open(wrapper, "w") as f:
-        # exec keeps the pid: /proc/<pid> is the plugin's. Root without CAP_SYS_NICE in its
-        # bounding set gets no CAP_SYS_NICE across exec; RLIMIT_RTPRIO 0 as for any root shell.
-        f.write(f"#!/bin/sh\nexec setpriv --bounding-set -sys_nice --inh-caps -sys_nice "
-                f"prlimit --rtprio=0 -- {pl.binary} \"$@\"\n")
+        f.write(f"#!/bin/sh\nexec {prefix} -- {pl.binary} \"$@\"\n")
     os.chmod(wrapper, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     pl.binary = wrapper
     pl.spawn()
@@ -154,37 +151,31 @@ def test_without_cap_sys_nice_it_warns_and_serves(plugin_factory, it_dir):
     assert stat_sched(pl.proc.pid, tid) == (0, SCHED_OTHER)
     recs = log_events(pl, "status_thread")
     assert len(recs) == 1, recs
-    rec = recs[0]
+    return recs[0]
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_without_cap_sys_nice_it_warns_and_serves(plugin_factory, it_dir):
+    """A start-up without CAP_SYS_NICE (a container that does not add it): the priority cannot
+    be set; one warning says why and how to silence it; the plugin serves at normal priority."""
+    # Root without CAP_SYS_NICE in its bounding set gets no CAP_SYS_NICE across exec;
+    # RLIMIT_RTPRIO 0 as for any root shell.
+    rec = start_wrapped_and_refused(plugin_factory, it_dir, "no-sys-nice",
+                                    "setpriv --bounding-set -sys_nice --inh-caps -sys_nice prlimit --rtprio=0")
     assert rec["level"] == "warn", rec
     assert "status_thread_realtime_priority: 0" in rec["msg"]
     assert rec["priority"] == 1
     assert "Operation not permitted" in rec["error"] and "CAP_SYS_NICE" in rec["error"], rec
 
 
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 def test_started_unprivileged_it_says_so_at_info_and_serves(plugin_factory, it_dir):
     """Started as 65532 with no capability, as the packaged systemd unit does (which also sets
     RestrictRealtime=yes): the priority cannot be set, which that deployment chose, so the one
     line is info, not a warning; the plugin serves at normal priority."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv (util-linux) to start the plugin as 65532")
-    pl = plugin_factory.make()
-    wrapper = os.path.join(it_dir, f"{pl.name}-unprivileged.sh")
-    with open(wrapper, "w") as f:
-        f.write("#!/bin/sh\nexec setpriv --reuid=65532 --regid=65532 --clear-groups "
-                f"--inh-caps=-all --bounding-set=-all --no-new-privs prlimit --rtprio=0 -- "
-                f"{pl.binary} \"$@\"\n")
-    os.chmod(wrapper, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    pl.binary = wrapper
-    pl.spawn()
-    plugin_factory.started.append(pl)
-    pl.wait_ready(15.0)
-    wait_ok(pl)
-    exercise(pl, 5)
-    tid = status_tid(pl.proc.pid)
-    assert stat_sched(pl.proc.pid, tid) == (0, SCHED_OTHER)
-    recs = log_events(pl, "status_thread")
-    assert len(recs) == 1, recs
-    rec = recs[0]
+    rec = start_wrapped_and_refused(plugin_factory, it_dir, "unprivileged",
+                                    "setpriv --reuid=65532 --regid=65532 --clear-groups --inh-caps=-all "
+                                    "--bounding-set=-all --no-new-privs prlimit --rtprio=0")
     assert rec["level"] == "info", rec
     assert "started without privileges" in rec["msg"], rec
     assert "Operation not permitted" in rec["error"], rec
