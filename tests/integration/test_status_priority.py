@@ -136,9 +136,14 @@ def start_wrapped_and_refused(plugin_factory, it_dir, suffix: str, prefix: str) 
     the plugin's), exercises it, checks its kms-status thread stayed SCHED_OTHER, and returns its
     one status_thread log line."""
     pl = plugin_factory.make()
+    # A copy in the test's directory: the build tree may sit where uid 65532 cannot reach it (a
+    # clean clone under a 0700 mktemp directory, as CI makes).
+    binary = os.path.join(it_dir, f"{pl.name}-trousseau")
+    shutil.copy(pl.binary, binary)
+    os.chmod(binary, 0o755)
     wrapper = os.path.join(it_dir, f"{pl.name}-{suffix}.sh")
     with open(wrapper, "w") as f:
-        f.write(f"#!/bin/sh\nexec {prefix} -- {pl.binary} \"$@\"\n")
+        f.write(f"#!/bin/sh\nexec {prefix} -- {binary} \"$@\"\n")
     os.chmod(wrapper, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     pl.binary = wrapper
     pl.spawn()
