@@ -121,14 +121,22 @@ def test_status_thread_priority_is_configurable(plugin_factory):
 
 def test_status_thread_priority_off(plugin_factory):
     pl = plugin_factory.start({"performance": {"status_thread_realtime_priority": 0}})
+    rec = assert_status_thread_normal(pl)
+    assert rec["level"] == "info", rec
+    assert "normal scheduler" in rec["msg"] and "status_thread_realtime_priority: 0" in rec["msg"]
+
+
+def assert_status_thread_normal(pl) -> dict:
+    """Exercises a started plugin, checks its kms-status thread is SCHED_OTHER (by the syscall
+    and by /proc), and returns its one status_thread log line."""
     wait_ok(pl)
     exercise(pl, 5)
     tid = status_tid(pl.proc.pid)
     assert os.sched_getscheduler(tid) == SCHED_OTHER
     assert stat_sched(pl.proc.pid, tid) == (0, SCHED_OTHER)
     recs = log_events(pl, "status_thread")
-    assert len(recs) == 1 and recs[0]["level"] == "info", recs
-    assert "normal scheduler" in recs[0]["msg"] and "status_thread_realtime_priority: 0" in recs[0]["msg"]
+    assert len(recs) == 1, recs
+    return recs[0]
 
 
 def start_wrapped_and_refused(plugin_factory, it_dir, suffix: str, prefix: str) -> dict:
@@ -149,14 +157,7 @@ def start_wrapped_and_refused(plugin_factory, it_dir, suffix: str, prefix: str) 
     pl.spawn()
     plugin_factory.started.append(pl)
     pl.wait_ready(15.0)
-    wait_ok(pl)
-    exercise(pl, 5)
-    tid = status_tid(pl.proc.pid)
-    assert os.sched_getscheduler(tid) == SCHED_OTHER
-    assert stat_sched(pl.proc.pid, tid) == (0, SCHED_OTHER)
-    recs = log_events(pl, "status_thread")
-    assert len(recs) == 1, recs
-    return recs[0]
+    return assert_status_thread_normal(pl)
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
