@@ -77,7 +77,7 @@ def proc_status(pid: int) -> dict[str, int]:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "Threads"):
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
                 out[k] = int(v.split()[0])
     return out
 

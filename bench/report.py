@@ -104,13 +104,16 @@ def rss_rows(out):
     rows = []
     for name, v in out["rss_kib"].items():
         idle, after, settled = v.get("idle", {}), v.get("after", {}), v.get("after_2s", {})
-        rows.append([name, _mib(idle.get("VmRSS")), _mib(after.get("VmRSS")),
+        split = "–"
+        if "RssAnon" in idle and "RssFile" in idle:  # runs saved before the split was recorded lack it
+            split = f"{_mib(idle['RssAnon'])} / {_mib(idle['RssFile'])}"
+        rows.append([name, _mib(idle.get("VmRSS")), split, _mib(after.get("VmRSS")),
                      _mib(settled.get("VmRSS")), _mib(after.get("VmHWM")),
                      str(after.get("Threads", "–"))])
     return rows
 
 
-RSS_HDR = ["contender", "VmRSS idle MiB", "VmRSS after MiB", "VmRSS 2 s after MiB", "VmHWM MiB",
+RSS_HDR = ["contender", "VmRSS idle MiB", "idle anonymous / file-backed MiB", "VmRSS after MiB", "VmRSS 2 s after MiB", "VmHWM MiB",
            "threads after"]
 
 
@@ -434,7 +437,11 @@ def write_markdown(out, path) -> None:
           if not why_no_plot else f"(plot: {why_no_plot})", "", "### Memory", "",
           f"VmRSS 1 s after start (idle), right after the c={out.get('rss_after_concurrency')} run "
           "and 2 s after it (the plugin trims its heap once a second, so the first sample races "
-          "that trim; the target is judged on the second); VmHWM is the peak over the whole run.", ""]
+          "that trim; the target is judged on the second); VmHWM is the peak over the whole run. "
+          "The idle split is RssAnon / RssFile from /proc/<pid>/status: file-backed pages are the "
+          "binary's and libraries' code and read-only data, shared with the page cache; the "
+          "kernel's fault-around maps them 64 KiB at a time, so they include cached pages the "
+          "process never read (docs/performance.md, \"Idle RSS and fault-around\").", ""]
     L += _table(RSS_HDR, rss_rows(out))
     L += ["", "### Cold-start burst", "",
           "Distinct seeds encrypted first (untimed), then each decrypted several times, the "
