@@ -1,5 +1,6 @@
 #include "hardening/secret_buffer.h"
 #include "hardening/wiping_allocator.h"
+#include "hardening/zero_scan.h"
 
 #include <openssl/crypto.h>
 #include <pthread.h>
@@ -231,20 +232,6 @@ namespace {
 
 constexpr std::size_t kPagedScrubMax = 64 * 1024;
 
-// Whether [p, p + n) holds only zero bytes. The caller's asm barrier makes the compiler treat
-// the bytes as written by someone else, so these loads are real.
-[[gnu::always_inline]] inline bool AllZero(const unsigned char* p, std::size_t n) {
-  uint64_t acc = 0;
-  std::size_t i = 0;
-  for (; i + sizeof(uint64_t) <= n; i += sizeof(uint64_t)) {
-    uint64_t w;
-    std::memcpy(&w, p + i, sizeof(w));
-    acc |= w;
-  }
-  for (; i < n; ++i) acc |= p[i];
-  return acc == 0;
-}
-
 // One frame of kPagedScrubMax bytes, cleansed page by page and only where a byte is not zero:
 // a stack page no call ever reached reads as the kernel's shared zero page and stays so,
 // instead of being made resident by the write (each kept sync-server thread held all 64 KiB:
@@ -270,7 +257,7 @@ TROUSSEAU_PAGED_SCRUB_ATTRS void PagedScrub(std::size_t bytes) {
     auto* next = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(p) | (kPage - 1)) + 1);
     if (next > end) next = end;
     const auto n = static_cast<std::size_t>(next - p);
-    if (!AllZero(p, n)) OPENSSL_cleanse(p, n);
+    if (!hardening::AllZero(p, n)) OPENSSL_cleanse(p, n);
     p = next;
   }
   __asm__ __volatile__("" : : "r"(area) : "memory");
