@@ -111,22 +111,26 @@ def profile_floor(bao, args, work: str, n: int, tag: str) -> str:
 
 
 def inclusive(cg: str) -> tuple[int, dict[str, int]]:
-    """Total Ir and inclusive Ir per function name (callgrind_annotate --inclusive=yes)."""
-    txt = run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", cg],
+    """Total Ir and inclusive Ir per function (the `*` line of each block of callgrind_annotate
+    --tree=caller --inclusive=yes: each function once, recursion not counted twice)."""
+    txt = run(["callgrind_annotate", "--tree=caller", "--inclusive=yes", "--threshold=100", cg],
               capture_output=True, text=True).stdout
     total = 0
     funcs: dict[str, int] = {}
     for line in txt.splitlines():
-        m = re.match(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(.*)$", line)
+        m = re.match(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\*\s+)?(.*)$", line)
         if not m:
             continue
-        ir, rest = int(m.group(1).replace(",", "")), m.group(2)
+        ir, star, rest = int(m.group(1).replace(",", "")), m.group(2), m.group(3)
         if rest.startswith("PROGRAM TOTALS"):
             total = ir
             continue
-        if ":" not in rest:
+        if not star or ":" not in rest:
             continue
-        name = re.sub(r"\s+\[[^\]]*\]$", "", rest.split(":", 1)[1].strip())
+        name = re.sub(r"\s+\[[^\]]*\]$", "", rest).split(":", 1)[1].strip()
+        # Recursion shows as name'2: the outer instance already includes it.
+        if re.search(r"'\d+$", name):
+            continue
         funcs[name] = funcs.get(name, 0) + ir
     return total, funcs
 
