@@ -252,5 +252,31 @@ TEST_CASE("without a sink, lines go to stderr", "[log]") {
   CHECK(j["msg"] == "to stderr");
 }
 
+// The audit line copies plain ASCII values as they are and hands everything else to nlohmann's
+// serializer: for every byte value, alone and between plain text, the uid field must read
+// exactly as the serializer (error handler "replace") writes that string.
+TEST_CASE("audit string values are written as nlohmann writes them, for every byte",
+          "[log][audit]") {
+  using ojson = nlohmann::ordered_json;
+  for (int c = 0; c < 256; ++c) {
+    for (const std::string& uid : {std::string(1, static_cast<char>(c)),
+                                   "ab" + std::string(1, static_cast<char>(c)) + "cd"}) {
+      LogCapture cap;
+      AuditRecord r;
+      r.api = "v2";
+      r.operation = "encrypt";
+      r.uid = uid;
+      r.code = "OK";
+      Audit(r);
+      auto lines = cap.lines();
+      REQUIRE(lines.size() == 1);
+      const std::string want =
+          "\"uid\":" + ojson(uid).dump(-1, ' ', false, ojson::error_handler_t::replace) + ",";
+      INFO("byte " << c);
+      CHECK(lines[0].find(want) != std::string::npos);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace trousseau::log
