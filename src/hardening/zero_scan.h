@@ -1,9 +1,9 @@
 // Whether a byte range is all zero, fast: ScrubStack's page-wise path asks it for each of the 16
 // pages of its 64 KiB frame after every KMS call, and a page no call reached must be read whole.
-// A byte loop (as before, 8 bytes a step) was ~41,000 instructions per KMS call, the largest
-// single item of our own on the Vault path (docs/performance.md, change 17); 128 bytes a step
-// with SSE2, leaving at the first block with a set bit, reads a clean page in ~700 and a page
-// the call wrote to usually in a few dozen.
+// A loop 8 bytes a step over every byte made ScrubStack ~52,700 instructions per KMS call, the
+// largest single item of our own on the Vault path; 128 bytes a step with SSE2, leaving at the
+// first block with a set bit: ~21,400, most of it the cleanse of the pages a call dirtied
+// (callgrind, docs/performance.md, change 17).
 #pragma once
 
 #include <cstddef>
