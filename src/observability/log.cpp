@@ -137,11 +137,6 @@ void Write(Level level, std::string_view event, std::string_view message, Fields
 }
 
 namespace {
-// One audit line written field by field, in order, with no JSON tree: the tree (an ordered_map
-// of 14 nodes, each a separate allocation freed through wipe-on-free) and its dump were ~8 % of
-// the plugin's CPU per KMS call (docs/performance.md, change 9). Every value still goes through
-// nlohmann's serializer, so escaping and the replacement of invalid UTF-8 are Dump()'s; the
-// keys are our own literals.
 // Bytes a JSON string holds as they are: printable ASCII except the quote and the backslash.
 bool PlainAscii(std::string_view v) {
   for (const char ch : v) {
@@ -151,6 +146,11 @@ bool PlainAscii(std::string_view v) {
   return true;
 }
 
+// One audit line written field by field, in order, with no JSON tree: the tree (an ordered_map
+// of 14 nodes, each a separate allocation freed through wipe-on-free) and its dump were ~8 % of
+// the plugin's CPU per KMS call (docs/performance.md, change 9). A string value of plain ASCII
+// is copied as it is (change 17); every other value goes through nlohmann's serializer, so
+// escaping and the replacement of invalid UTF-8 are Dump()'s. The keys are our own literals.
 class FlatLine {
  public:
   FlatLine()
