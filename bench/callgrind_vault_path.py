@@ -171,6 +171,8 @@ def main() -> int:
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--top", type=int, default=40, help="functions listed per side")
     args = ap.parse_args()
+    # valgrind and the plugin start in other directories: a relative path would not be found.
+    args.plugin_bin, args.bench_bin = os.path.abspath(args.plugin_bin), os.path.abspath(args.bench_bin)
     work = tempfile.mkdtemp(prefix="trousseau-cg-")
     os.chmod(work, 0o777)  # the plugin drops to 65532 and writes its profile at exit
     harness.make_run_dir(os.path.join(work, "run"))
