@@ -260,6 +260,7 @@ TROUSSEAU_PAGED_SCRUB_ATTRS void PagedScrub(std::size_t bytes) {
     if (!hardening::AllZero(p, n)) OPENSSL_cleanse(p, n);
     p = next;
   }
+  hardening::ClearScanRegisters();  // the scan's copies of the frame (zero_scan.h)
   __asm__ __volatile__("" : : "r"(area) : "memory");
 }
 
