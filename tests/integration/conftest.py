@@ -33,8 +33,12 @@ from itlib.openbao import PLUGIN_GID, PLUGIN_UID, OpenBao  # noqa: E402
 from itlib.pki import make_pki  # noqa: E402
 from itlib.plugin import (DELETE, Plugin, PluginError, merge, plugin_binary,  # noqa: E402
                           sanitizer_of)
+from itlib import goenv  # noqa: E402
 
 __all__ = ["DELETE"]
+
+# One Go build configuration for every go build/go test below (itlib/goenv.py says why).
+goenv.configure()
 
 
 @pytest.fixture(scope="session")

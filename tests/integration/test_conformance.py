@@ -22,6 +22,9 @@ def test_go_conformance_suite(plugin, bao):
     if not glob.glob(os.path.join(CONFORMANCE_DIR, "**", "*_test.go"), recursive=True):
         pytest.skip(f"no Go tests in {CONFORMANCE_DIR} yet")
     env = dict(os.environ)
+    # The build configuration of tests/e2e (CGO_ENABLED=0, and go.mod pins the same versions of
+    # the shared modules): the packages compiled here are the ones the e2e builds reuse.
+    env["CGO_ENABLED"] = "0"
     env["TROUSSEAU_SOCKET"] = plugin.socket_path
     env["TROUSSEAU_ROTATE_CMD"] = bao.rotate_cmd()
     try:
