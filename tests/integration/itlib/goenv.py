@@ -10,7 +10,7 @@ run `go` yourself, without this flag, for that.
 
 The flag is part of every package's cache key: a `go` command run by hand in tests/e2e or
 tests/conformance without it compiles everything once more. To share the cache, use
-`GOFLAGS="$(go env GOFLAGS) -gcflags=all=-dwarf=false" CGO_ENABLED=0`.
+`GOFLAGS="$(go env GOFLAGS) -buildvcs=false -gcflags=all=-dwarf=false" CGO_ENABLED=0`.
 """
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ import shutil
 import subprocess
 
 GCFLAGS = "-gcflags=all=-dwarf=false"
+# No VCS stamp in the binaries: the tests/e2e builds need no git state, and a machine whose
+# `go env` does not say so itself (a fresh one) then builds exactly what this one does.
+BUILDVCS = "-buildvcs=false"
 
 
 def configure(environ=os.environ) -> None:
-    """Adds GCFLAGS to GOFLAGS in `environ` (keeping what `go env GOFLAGS` already has, e.g.
-    from `go env -w`), unless GOFLAGS already sets -gcflags: then the caller chose."""
+    """Adds GCFLAGS and BUILDVCS to GOFLAGS in `environ` (keeping what `go env GOFLAGS` already
+    has, e.g. from `go env -w`), each unless GOFLAGS already sets it: then the caller chose."""
     current = environ.get("GOFLAGS")
     if current is None:
         go = shutil.which("go") or "/usr/local/go/bin/go"
@@ -34,6 +37,9 @@ def configure(environ=os.environ) -> None:
                                      timeout=60, stdin=subprocess.DEVNULL).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             current = ""
-    if "-gcflags" in current:
-        return
-    environ["GOFLAGS"] = f"{current} {GCFLAGS}".strip()
+    flags = current
+    if "-buildvcs" not in flags:
+        flags = f"{flags} {BUILDVCS}"
+    if "-gcflags" not in flags:
+        flags = f"{flags} {GCFLAGS}"
+    environ["GOFLAGS"] = flags.strip()
