@@ -8,6 +8,7 @@ difference of the two profiles divided by 2N is the steady-state cost of one KMS
 one Transit call (floor client): start-up, the handshake and shutdown cancel out.
 
   bench/callgrind_vault_path.py [--plugin-bin B] [--bench-bin B] [--n N] [--out DIR] [--no-floor]
+                                [--tunables GLIBC_TUNABLES]
 
 Under valgrind the plugin runs with GLIBC_TUNABLES=glibc.malloc.tcache_count=0 already set, so
 serve's re-exec (src/kms/malloc_env.cpp) finds nothing to change and does not happen: the process
@@ -86,7 +87,7 @@ def profile_plugin(bao, args, work: str, n: int, tag: str) -> str:
     out = os.path.join(work, f"plugin-{tag}.cg")
     wrapper = os.path.join(work, f"plugin-{tag}.sh")
     with open(wrapper, "w") as f:
-        f.write("#!/bin/sh\nexport GLIBC_TUNABLES=glibc.malloc.tcache_count=0\n"
+        f.write(f"#!/bin/sh\nexport GLIBC_TUNABLES={args.tunables}\n"
                 f"exec {' '.join(valgrind(out))} {args.plugin_bin} \"$@\"\n")
     os.chmod(wrapper, 0o755)
     # valgrind creates the file as root at start and writes it at exit, after the plugin dropped
@@ -169,6 +170,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=200, help="round trips of the short run (default 200)")
     ap.add_argument("--out", default="", help="keep the profiles here (default: a temp dir, removed)")
     ap.add_argument("--no-floor", action="store_true")
+    ap.add_argument("--tunables", default="glibc.malloc.tcache_count=0",
+                    help="GLIBC_TUNABLES for the plugin (default: serve's own, so no re-exec); one "
+                         "that names glibc.malloc.tcache_count is also what serve keeps")
     ap.add_argument("--top", type=int, default=40, help="functions listed per side")
     args = ap.parse_args()
     # valgrind and the plugin start in other directories: a relative path would not be found.

@@ -39,8 +39,14 @@ absl::Status TokenFileSource::Reload() {
 }
 
 absl::StatusOr<std::shared_ptr<const SecretBuffer>> TokenFileSource::Token(Deadline /*deadline*/) {
-  std::lock_guard<std::mutex> lock(mu_);
+  // The common case (the file as loaded) takes its stat before the lock: under it, every
+  // concurrent request queued behind one thread's syscall (futex waits seen at c=16). Anything
+  // else is decided on a second stat under the lock, as before, so a stale first look (another
+  // thread reloaded meanwhile) never loads or logs a change twice.
   auto id = StatFile(path_);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (id.ok() && (*id == identity_) && token_) return token_;
+  id = StatFile(path_);
   if (id.ok() && (*id == identity_) && token_) return token_;
   if (!id.ok()) {
     // Keep serving with the token we have: a sidecar may be mid-rename.

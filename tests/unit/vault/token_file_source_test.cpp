@@ -5,9 +5,13 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "fakes/fake_http_transport.h"
 #include "fakes/log_capture.h"
@@ -109,6 +113,42 @@ TEST_CASE("TokenFileSource follows a rewritten file", "[token_file]") {
   const auto changes = cap.events("auth.token_file");
   CHECK(changes.size() == 2);
   CHECK(cap.all().find("hvs.") == std::string::npos);  // logs name the path, never the token
+}
+
+TEST_CASE("TokenFileSource under concurrent callers: each rewrite is loaded and logged once",
+          "[token_file]") {
+  // Token() stats the file before taking its lock; a caller whose stat predates another
+  // caller's reload must not load (and log) the same change again.
+  TempDir dir;
+  LogCapture cap;
+  const std::string p = dir.Write("token", "hvs.v0\n");
+  auto s = TokenFileSource::Create(p);
+  REQUIRE(s.ok());
+  constexpr int kRewrites = 20;
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 6; ++t) {
+    callers.emplace_back([&] {
+      while (!stop.load()) {
+        auto tok = (*s)->Token(Soon());
+        if (!tok.ok() || (*tok)->view().substr(0, 5) != "hvs.v") bad.fetch_add(1);
+      }
+    });
+  }
+  for (int i = 1; i <= kRewrites; ++i) {
+    dir.WriteByRename("token", "hvs.v" + std::to_string(i) + "\n");
+    // Let the callers see this version before the next one replaces it.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (TokenText(**s) != "hvs.v" + std::to_string(i) && std::chrono::steady_clock::now() < until) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  stop = true;
+  for (auto& c : callers) c.join();
+  CHECK(bad.load() == 0);
+  CHECK(TokenText(**s) == "hvs.v" + std::to_string(kRewrites));
+  CHECK(cap.events("auth.token_file").size() == static_cast<size_t>(kRewrites));
 }
 
 TEST_CASE("TokenFileSource keeps the old token when the file disappears", "[token_file]") {
