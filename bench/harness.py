@@ -37,6 +37,7 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,29 @@ PEER_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "trousseau", f"peer
 
 PERF_OFF = {"coalesce_decrypts": False, "batch_max_items": 1}
 PERF_ON = {"coalesce_decrypts": True, "batch_max_items": 64, "batch_max_wait": "200us"}
+
+
+def merge_passes(results: list[dict]) -> dict:
+    """One row from several passes of the same measurement: every number that differs between
+    passes the median of the passes (each independently), the Status prober's call count summed
+    (its percentiles are still per-pass medians); the passes themselves kept under "passes"
+    (without the process samples) so the report can show the spread and judge each pass."""
+    def med(vals: list[dict], sum_ok: bool) -> dict:
+        row = dict(vals[-1])
+        for k, v in vals[-1].items():
+            xs = [x.get(k) for x in vals]
+            if sum_ok and k == "ok" and all(isinstance(x, int) for x in xs):
+                row[k] = sum(xs)
+            elif all(x == xs[0] for x in xs):
+                continue
+            elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
+                row[k] = statistics.median(xs)
+            elif all(isinstance(x, dict) for x in xs):
+                row[k] = med(xs, sum_ok=k == "status")
+        return row
+    merged = med(results, sum_ok=False)
+    merged["passes"] = [{k: v for k, v in r.items() if k != "proc_after"} for r in results]
+    return merged
 
 
 def log(msg: str) -> None:
@@ -566,42 +590,60 @@ class Bench:
         self.thread_sched()
         concs = self.args.concurrency
         status_c = max([x for x in concs if x <= 64], default=concs[0])
+        passes = self.args.passes
         for conc in concs:
             n = self.args.n1 if conc == 1 else max(self.args.n, conc * 4)
+            got: dict[str, list] = {}
+            for p in range(passes):
+                # Contenders interleaved, the order rotated each pass: a slow spell of the shared
+                # machine, or a contender's run warming the next, does not favour one of them.
+                order = self.contenders[p % len(self.contenders):] + self.contenders[:p % len(self.contenders)]
+                for c in order:
+                    if self.over_budget(f"{c.name} c={conc} pass {p + 1}"):
+                        continue
+                    try:
+                        res = self.load(c, conc, n)
+                    except RuntimeError as e:
+                        self.fail(f"{c.name} c={conc} pass {p + 1}", e)
+                        continue
+                    got.setdefault(c.name, []).append(res)
+                    cpu = res["plugin_cpu_us_per_call"]
+                    log(f"{c.name:<20} c={conc:<3} p50 {res['p50_us']:9.0f} us  p99 {res['p99_us']:9.0f} us"
+                        f"  {res['throughput_per_s']:7.0f} rt/s  plugin CPU "
+                        + (f"{cpu:5.0f}" if cpu is not None else "    -")
+                        + f" us/call  OpenBao CPU {res['bao_cpu_us_per_call']:5.0f} us/call"
+                        + f"  client CPU {res['client_cpu_us_per_call']:5.0f} us/call"
+                        + (f"  (pass {p + 1}/{passes})" if passes > 1 else ""))
             for c in self.contenders:
-                if self.over_budget(f"{c.name} c={conc}"):
-                    continue
-                try:
-                    res = self.load(c, conc, n)
-                except RuntimeError as e:
-                    self.fail(f"{c.name} c={conc}", e)
-                    continue
-                self.out["runs"].append(res)
-                cpu = res["plugin_cpu_us_per_call"]
-                log(f"{c.name:<20} c={conc:<3} p50 {res['p50_us']:9.0f} us  p99 {res['p99_us']:9.0f} us"
-                    f"  {res['throughput_per_s']:7.0f} rt/s  plugin CPU "
-                    + (f"{cpu:5.0f}" if cpu is not None else "    -")
-                    + f" us/call  OpenBao CPU {res['bao_cpu_us_per_call']:5.0f} us/call"
-                    + f"  client CPU {res['client_cpu_us_per_call']:5.0f} us/call")
+                if got.get(c.name):
+                    self.out["runs"].append(merge_passes(got[c.name]))
             if conc == status_c:
                 # Status under load: a second run at this c with a paced Status prober beside it.
                 modes = {"rt": ["rt"], "normal": ["normal"],
                          "both": ["rt", "normal"]}[self.args.status_prober]
+                sgot: dict[tuple, list] = {}
+                for p in range(passes):
+                    order = self.contenders[p % len(self.contenders):] + self.contenders[:p % len(self.contenders)]
+                    for c in order:
+                        for mode in modes:
+                            if c.kind == "floor" or self.over_budget(f"{c.name} status c={conc} pass {p + 1}"):
+                                continue
+                            try:
+                                res = self.load(c, conc, max(n // 2, conc * 4), prober=True,
+                                                prober_rt=mode == "rt")
+                            except RuntimeError as e:
+                                self.fail(f"{c.name} status c={conc} pass {p + 1}", e)
+                                continue
+                            res["status_prober"] = mode
+                            sgot.setdefault((c.name, mode), []).append(res)
+                            s = res["status"]
+                            log(f"{c.name:<20} Status under c={conc} load ({mode} prober): p50 "
+                                f"{s['p50_us']:.0f} us p99 {s['p99_us']:.0f} us ({s['ok']} calls)"
+                                + (f"  (pass {p + 1}/{passes})" if passes > 1 else ""))
                 for c in self.contenders:
                     for mode in modes:
-                        if c.kind == "floor" or self.over_budget(f"{c.name} status c={conc}"):
-                            continue
-                        try:
-                            res = self.load(c, conc, max(n // 2, conc * 4), prober=True,
-                                            prober_rt=mode == "rt")
-                        except RuntimeError as e:
-                            self.fail(f"{c.name} status c={conc}", e)
-                            continue
-                        res["status_prober"] = mode
-                        self.out["status_under_load"].append(res)
-                        s = res["status"]
-                        log(f"{c.name:<20} Status under c={conc} load ({mode} prober): p50 "
-                            f"{s['p50_us']:.0f} us p99 {s['p99_us']:.0f} us ({s['ok']} calls)")
+                        if sgot.get((c.name, mode)):
+                            self.out["status_under_load"].append(merge_passes(sgot[(c.name, mode)]))
         for c in self.contenders:
             if c.pid:
                 self.out["rss_kib"][c.name]["after"] = proc_status(c.pid)
@@ -632,6 +674,7 @@ class Bench:
 
     def run_burst(self) -> None:
         a = self.args
+        files = {}
         for c in self.contenders:
             if c.kind not in ("trousseau", "peer"):
                 continue
@@ -645,32 +688,46 @@ class Bench:
             if r.returncode != 0:
                 self.fail(f"burst-prepare {c.name}", RuntimeError(r.stdout + r.stderr))
                 continue
-            time.sleep(0.5)
-            bao0, per0 = self.counts()
-            r = subprocess.run([a.bench_bin, "plugin", "--socket", c.socket, "--op", "burst",
-                                "--dups", str(a.burst_dups), "--concurrency", str(a.burst_c),
-                                "--burst-file", bf, "--json"], capture_output=True, text=True,
-                               timeout=300)
-            bao1, per1 = self.counts()
-            if r.returncode != 0 or not r.stdout.strip():
-                self.fail(f"burst {c.name}", RuntimeError(r.stdout + r.stderr))
-                continue
-            res = json.loads(r.stdout.strip().splitlines()[-1])
-            res["contender"] = c.name
-            res["seeds"] = a.burst_seeds
-            res["dups"] = a.burst_dups
-            res["bao_requests"] = bao1 - bao0 - self.scrape_cost
-            res["plugin_vault_requests"] = (per1[c.name] - per0[c.name]) if c.name in per1 else None
-            self.out["burst"].append(res)
-            log(f"burst {c.name:<20} {a.burst_seeds}x{a.burst_dups} at c={a.burst_c}: "
-                f"{res['wall_s']:.2f} s, OpenBao handled {res['bao_requests']:.0f} requests"
-                + (f", plugin counted {res['plugin_vault_requests']:.0f}"
-                   if res["plugin_vault_requests"] is not None else ""))
+            files[c.name] = bf
+        # The same seeds in every pass: nothing is cached between bursts (coalescing joins only
+        # calls in flight at once), so each pass is the same cold start.
+        ready = [c for c in self.contenders if c.name in files]
+        got: dict[str, list] = {}
+        for p in range(a.passes):
+            order = ready[p % len(ready):] + ready[:p % len(ready)] if ready else []
+            for c in order:
+                if self.over_budget(f"burst {c.name} pass {p + 1}"):
+                    continue
+                time.sleep(0.5)
+                bao0, per0 = self.counts()
+                r = subprocess.run([a.bench_bin, "plugin", "--socket", c.socket, "--op", "burst",
+                                    "--dups", str(a.burst_dups), "--concurrency", str(a.burst_c),
+                                    "--burst-file", files[c.name], "--json"], capture_output=True,
+                                   text=True, timeout=300)
+                bao1, per1 = self.counts()
+                if r.returncode != 0 or not r.stdout.strip():
+                    self.fail(f"burst {c.name} pass {p + 1}", RuntimeError(r.stdout + r.stderr))
+                    continue
+                res = json.loads(r.stdout.strip().splitlines()[-1])
+                res["contender"] = c.name
+                res["seeds"] = a.burst_seeds
+                res["dups"] = a.burst_dups
+                res["bao_requests"] = bao1 - bao0 - self.scrape_cost
+                res["plugin_vault_requests"] = (per1[c.name] - per0[c.name]) if c.name in per1 else None
+                got.setdefault(c.name, []).append(res)
+                log(f"burst {c.name:<20} {a.burst_seeds}x{a.burst_dups} at c={a.burst_c}: "
+                    f"{res['wall_s']:.2f} s, OpenBao handled {res['bao_requests']:.0f} requests"
+                    + (f", plugin counted {res['plugin_vault_requests']:.0f}"
+                       if res["plugin_vault_requests"] is not None else "")
+                    + (f"  (pass {p + 1}/{a.passes})" if a.passes > 1 else ""))
+        for c in ready:
+            if got.get(c.name):
+                self.out["burst"].append(merge_passes(got[c.name]))
 
     def run_idle(self) -> None:
         s = self.args.idle_s
         # bench/run kills the harness after BENCH_TIMEOUT_S: shorten the window to end before it.
-        left = self.t0 + float(os.environ.get("BENCH_TIMEOUT_S", "600")) - 40 - time.monotonic()
+        left = self.t0 + float(os.environ.get("BENCH_TIMEOUT_S", "1200")) - 40 - time.monotonic()
         if left < s:
             self.out["skipped"].append(f"idle window shortened from {s:.0f} s to {max(left, 0):.0f} s")
             s = left
@@ -738,6 +795,11 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, nargs="+")
     ap.add_argument("--n1", type=int, help="round trips per run at c=1 (env BENCH_N1, default 1000)")
     ap.add_argument("--n", type=int, help="round trips per run at c>1 (env BENCH_N, default 3000)")
+    ap.add_argument("--passes", type=int,
+                    help="measure every load run, Status run and burst this many times, the "
+                         "contenders interleaved and their order rotated each pass; the tables "
+                         "show medians, the targets each pass's verdict (env BENCH_PASSES, "
+                         "default 3; smoke 1)")
     ap.add_argument("--burst-seeds", type=int)
     ap.add_argument("--burst-dups", type=int)
     ap.add_argument("--burst-c", type=int)
@@ -756,7 +818,7 @@ def main() -> int:
                     help="experiments: after start, set a contender's threads' scheduling from "
                          "outside (fifo:P, rr:P, other, nice:N; THREADS a thread name, default "
                          "kms-status, * or !PREFIX); repeatable")
-    ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET_S", "480")),
+    ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET_S", "900")),
                     help="stop starting load runs after this many s (env BENCH_BUDGET_S)")
     ap.add_argument("--json-out", help="write every number here as JSON")
     ap.add_argument("--report", help="also write this Markdown report (and a PNG plot beside it)")
@@ -775,6 +837,10 @@ def main() -> int:
     args.concurrency = args.concurrency or ([1, 16] if smoke else [1, 16, 64, 256])
     args.n1 = args.n1 or (60 if smoke else int(env("BENCH_N1", "1000")))
     args.n = args.n or (200 if smoke else int(env("BENCH_N", "3000")))
+    if args.passes is None:
+        args.passes = 1 if smoke else int(env("BENCH_PASSES", "3"))
+    if args.passes < 1:
+        ap.error("--passes must be at least 1")
     args.burst_seeds = args.burst_seeds or (30 if smoke else int(env("BENCH_BURST_SEEDS", "1000")))
     args.burst_dups = args.burst_dups or (3 if smoke else int(env("BENCH_BURST_DUPS", "10")))
     args.burst_c = args.burst_c or (16 if smoke else int(env("BENCH_BURST_C", "256")))
@@ -806,7 +872,7 @@ def main() -> int:
         "netns": os.environ.get("BENCH_NETNS", "shared"),
     }
     b.out["settings"] = {k: getattr(args, k) for k in (
-        "smoke", "concurrency", "n1", "n", "burst_seeds", "burst_dups", "burst_c", "idle_s",
+        "smoke", "concurrency", "n1", "n", "passes", "burst_seeds", "burst_dups", "burst_c", "idle_s",
         "status_pace_us", "status_prober", "plugin_bin")}
     try:
         v = subprocess.run([args.plugin_bin, "version"], capture_output=True, text=True, timeout=10)

@@ -62,12 +62,13 @@ def test_smoke_runs_every_available_contender(bins, tmp_path):
     env = dict(os.environ, BENCH_PYTHON=sys.executable, **bins)
     r = subprocess.run(
         [RUN, "--smoke", "--no-build", "--json-out", str(out_json), "--report", str(report),
-         "--extra-plugin", f"again={bins['TROUSSEAU_BIN']}"],
+         "--extra-plugin", f"again={bins['TROUSSEAU_BIN']}", "--passes", "2"],
         env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, f"bench/run --smoke failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
     out = json.loads(out_json.read_text())
     assert out["complete"] is True
     assert out["settings"]["smoke"] is True
+    assert out["settings"]["passes"] == 2
 
     ran = {x["contender"] for x in out["runs"]}
     missing = out["missing"]
@@ -89,6 +90,14 @@ def test_smoke_runs_every_available_contender(bins, tmp_path):
         assert f"MISSING go-peer: {missing['go-peer']}" in r.stdout
     assert out["peer"]["revision"] in r.stdout  # the pinned revision is printed
 
+    for x in out["runs"] + out["status_under_load"] + out["burst"]:
+        # Two passes each, and the row's numbers are the passes' medians (of two: the mean).
+        assert len(x["passes"]) == 2, x
+        for key in ("p50_us", "wall_s"):
+            if key in x:
+                assert x[key] == pytest.approx(sum(p[key] for p in x["passes"]) / 2), (key, x)
+    for x in out["status_under_load"]:
+        assert x["status"]["ok"] == sum(p["status"]["ok"] for p in x["passes"]), x
     for x in out["runs"]:
         assert x["errors"] == 0 and x["ok"] > 0, x
         assert x["concurrency"] in (1, 16)
@@ -116,12 +125,22 @@ def test_smoke_runs_every_available_contender(bins, tmp_path):
 
     md = report.read_text()
     assert "## Issue 9's targets in this run" in md and "| trousseau | 16 |" in md
+    assert "made 2 times, the contenders interleaved" in md
     png = tmp_path / "bench.png"
     try:
         import matplotlib  # noqa: F401, PLC0415
         assert png.is_file() and png.stat().st_size > 1000
     except ImportError:
         assert "matplotlib is not installed" in md
+
+
+def test_zero_passes_is_refused_before_starting_anything(bins):
+    r = subprocess.run(
+        [sys.executable, HARNESS, "--plugin-bin", bins["TROUSSEAU_BIN"],
+         "--bench-bin", bins["TROUSSEAU_BENCH_BIN"], "--passes", "0"],
+        capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r
+    assert "--passes must be at least 1" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("spec, want", [
