@@ -89,3 +89,18 @@ def test_a_single_pass_run_reads_as_before():
                                            ([200, 300, 100], "not met (met in 1 of 3 passes)")])
 def test_the_median_decides_and_the_count_tells(cpus, verdict):
     assert _cpu_row(report.targets_with_passes(_out(cpus)))[3] == verdict
+
+
+def test_a_ratio_is_judged_pass_by_pass_not_from_medians_of_different_passes():
+    # Column medians would say 1,100 / 1,000 = 1.10× (met), from a floor and a plugin run of
+    # different passes; pass by pass it was 0.90×, 0.93×, 1.38×: met once.
+    floor = [_run("floor", 64, None, tput=t) for t in (1000, 1400, 800)]
+    coal = [_run("trousseau+coalesce", 64, 150, tput=t) for t in (900, 1300, 1100)]
+    out = {"settings": {"passes": 3, "concurrency": [64]},
+           "runs": [harness.merge_passes(floor), harness.merge_passes(coal)],
+           "status_under_load": [], "burst": [], "rss_kib": {}, "missing": {}}
+    [row] = [r for r in report.targets_with_passes(out) if "above the floor" in r[0]]
+    assert row[1] == "0.93× (passes: 0.90×, 0.93×, 1.38×)"
+    assert row[3] == "not met (met in 1 of 3 passes)"
+    [plain] = [r for r in report.targets(out) if "above the floor" in r[0]]
+    assert plain[1] == "1.10×"  # what the medians alone would have claimed
