@@ -700,10 +700,14 @@ class Bench:
                     continue
                 time.sleep(0.5)
                 bao0, per0 = self.counts()
+                cpu0, bcpu0 = cpu_seconds(c.pid), cpu_seconds(self.bao.proc.pid)
+                ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 r = subprocess.run([a.bench_bin, "plugin", "--socket", c.socket, "--op", "burst",
                                     "--dups", str(a.burst_dups), "--concurrency", str(a.burst_c),
                                     "--burst-file", files[c.name], "--json"], capture_output=True,
                                    text=True, timeout=300)
+                ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu1, bcpu1 = cpu_seconds(c.pid), cpu_seconds(self.bao.proc.pid)
                 bao1, per1 = self.counts()
                 if r.returncode != 0 or not r.stdout.strip():
                     self.fail(f"burst {c.name} pass {p + 1}", RuntimeError(r.stdout + r.stderr))
@@ -714,9 +718,18 @@ class Bench:
                 res["dups"] = a.burst_dups
                 res["bao_requests"] = bao1 - bao0 - self.scrape_cost
                 res["plugin_vault_requests"] = (per1[c.name] - per0[c.name]) if c.name in per1 else None
+                # CPU per decrypt of the plugin, OpenBao and the load client over the burst: with
+                # the wall time on 2 CPUs, whether the burst was bound by CPU or by waiting.
+                calls = max(res.get("ok", 0), 1)
+                res["plugin_cpu_us_per_call"] = (cpu1 - cpu0) * 1e6 / calls
+                res["bao_cpu_us_per_call"] = (bcpu1 - bcpu0) * 1e6 / calls
+                res["client_cpu_us_per_call"] = ((ru1.ru_utime + ru1.ru_stime)
+                                                 - (ru0.ru_utime + ru0.ru_stime)) * 1e6 / calls
                 got.setdefault(c.name, []).append(res)
                 log(f"burst {c.name:<20} {a.burst_seeds}x{a.burst_dups} at c={a.burst_c}: "
-                    f"{res['wall_s']:.2f} s, OpenBao handled {res['bao_requests']:.0f} requests"
+                    f"{res['wall_s']:.2f} s, CPU per decrypt: plugin {res['plugin_cpu_us_per_call']:.0f} "
+                    f"us, OpenBao {res['bao_cpu_us_per_call']:.0f} us, client "
+                    f"{res['client_cpu_us_per_call']:.0f} us; OpenBao handled {res['bao_requests']:.0f} requests"
                     + (f", plugin counted {res['plugin_vault_requests']:.0f}"
                        if res["plugin_vault_requests"] is not None else "")
                     + (f"  (pass {p + 1}/{a.passes})" if a.passes > 1 else ""))

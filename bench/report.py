@@ -121,11 +121,14 @@ RSS_HDR = ["contender", "VmRSS idle MiB", "idle anonymous / file-backed MiB", "V
 def burst_rows(out):
     return [[b["contender"], f"{b['seeds']}×{b['dups']}", str(b["concurrency"]), f"{b['wall_s']:.2f}",
              _f(b["throughput_per_s"]), _f(b["p99_us"]), _f(b["bao_requests"]),
-             _f(b.get("plugin_vault_requests"))] for b in out.get("burst", [])]
+             _f(b.get("plugin_vault_requests")), _f(b.get("plugin_cpu_us_per_call")),
+             _f(b.get("bao_cpu_us_per_call")), _f(b.get("client_cpu_us_per_call"))]
+            for b in out.get("burst", [])]
 
 
 BURST_HDR = ["contender", "seeds×dups", "c", "time s", "decrypts/s", "p99 µs",
-             "OpenBao requests", "plugin-counted Vault requests"]
+             "OpenBao requests", "plugin-counted Vault requests", "plugin CPU µs/decrypt",
+             "OpenBao CPU µs/decrypt", "client CPU µs/decrypt"]
 
 
 def idle_rows(out):
@@ -502,7 +505,9 @@ def write_markdown(out, path) -> None:
           "duplicates next to each other in one queue pulled by all callers, as kube-apiserver "
           "does when it restarts and reads every object. Requests counted at OpenBao "
           "(`vault_core_handle_request_count` from its telemetry) and by the plugin "
-          "(`trousseau_vault_requests_total`).", ""]
+          "(`trousseau_vault_requests_total`). CPU per decrypt: utime+stime of the plugin, "
+          "OpenBao and the load client over the burst ÷ the decrypts; their sum against the "
+          "machine's CPUs × the wall time says whether the burst waited or was bound by CPU.", ""]
     L += _table(BURST_HDR, burst_rows(out)) if out.get("burst") else ["(not run)"]
     idle = out.get("idle") or {}
     L += ["", "### Vault requests when idle", ""]

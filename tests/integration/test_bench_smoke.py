@@ -119,6 +119,9 @@ def test_smoke_runs_every_available_contender(bins, tmp_path):
     # Without coalescing every decrypt is a Vault call; counted on both sides.
     assert b["plugin_vault_requests"] >= b["seeds"], b
     assert b["bao_requests"] >= b["seeds"], b
+    # The burst's CPU per decrypt, each process on its own (present and not negative).
+    for key in ("plugin_cpu_us_per_call", "bao_cpu_us_per_call", "client_cpu_us_per_call"):
+        assert b[key] >= 0, (key, b)
     assert out["rss_kib"]["trousseau"]["after"]["VmRSS"] > 0
     assert out["rss_kib"]["trousseau"]["after_2s"]["VmRSS"] > 0
     assert "trousseau" in out["idle"]["per_plugin"]
