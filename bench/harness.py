@@ -69,6 +69,14 @@ PERF_OFF = {"coalesce_decrypts": False, "batch_max_items": 1}
 PERF_ON = {"coalesce_decrypts": True, "batch_max_items": 64, "batch_max_wait": "200us"}
 
 
+def rotated(items: list, p: int) -> list:
+    """items starting at index p (mod its length): pass p's order of the contenders."""
+    if not items:
+        return []
+    k = p % len(items)
+    return items[k:] + items[:k]
+
+
 def merge_passes(results: list[dict]) -> dict:
     """One row from several passes of the same measurement: every number that differs between
     passes the median of the passes (each independently), the Status prober's call count summed
@@ -597,7 +605,7 @@ class Bench:
             for p in range(passes):
                 # Contenders interleaved, the order rotated each pass: a slow spell of the shared
                 # machine, or a contender's run warming the next, does not favour one of them.
-                order = self.contenders[p % len(self.contenders):] + self.contenders[:p % len(self.contenders)]
+                order = rotated(self.contenders, p)
                 for c in order:
                     if self.over_budget(f"{c.name} c={conc} pass {p + 1}"):
                         continue
@@ -623,7 +631,7 @@ class Bench:
                          "both": ["rt", "normal"]}[self.args.status_prober]
                 sgot: dict[tuple, list] = {}
                 for p in range(passes):
-                    order = self.contenders[p % len(self.contenders):] + self.contenders[:p % len(self.contenders)]
+                    order = rotated(self.contenders, p)
                     for c in order:
                         for mode in modes:
                             if c.kind == "floor" or self.over_budget(f"{c.name} status c={conc} pass {p + 1}"):
@@ -694,7 +702,7 @@ class Bench:
         ready = [c for c in self.contenders if c.name in files]
         got: dict[str, list] = {}
         for p in range(a.passes):
-            order = ready[p % len(ready):] + ready[:p % len(ready)] if ready else []
+            order = rotated(ready, p)
             for c in order:
                 if self.over_budget(f"burst {c.name} pass {p + 1}"):
                     continue

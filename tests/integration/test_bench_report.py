@@ -104,3 +104,11 @@ def test_a_ratio_is_judged_pass_by_pass_not_from_medians_of_different_passes():
     assert row[3] == "not met (met in 1 of 3 passes)"
     [plain] = [r for r in report.targets(out) if "above the floor" in r[0]]
     assert plain[1] == "1.10×"  # what the medians alone would have claimed
+
+
+def test_each_pass_starts_one_contender_later():
+    names = ["floor", "trousseau", "go-peer"]
+    assert [harness.rotated(names, p) for p in range(4)] == [
+        ["floor", "trousseau", "go-peer"], ["trousseau", "go-peer", "floor"],
+        ["go-peer", "floor", "trousseau"], ["floor", "trousseau", "go-peer"]]
+    assert harness.rotated([], 2) == []
