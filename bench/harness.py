@@ -96,6 +96,7 @@ def merge_passes(results: list[dict]) -> dict:
                 row[k] = med(xs, sum_ok=k == "status")
         return row
     merged = med(results, sum_ok=False)
+    merged.pop("pass", None)  # which pass a run was: meaningful per pass only
     merged["passes"] = [{k: v for k, v in r.items() if k != "proc_after"} for r in results]
     return merged
 
@@ -614,6 +615,7 @@ class Bench:
                     except RuntimeError as e:
                         self.fail(f"{c.name} c={conc} pass {p + 1}", e)
                         continue
+                    res["pass"] = p + 1
                     got.setdefault(c.name, []).append(res)
                     cpu = res["plugin_cpu_us_per_call"]
                     log(f"{c.name:<20} c={conc:<3} p50 {res['p50_us']:9.0f} us  p99 {res['p99_us']:9.0f} us"
@@ -643,6 +645,7 @@ class Bench:
                                 self.fail(f"{c.name} status c={conc} pass {p + 1}", e)
                                 continue
                             res["status_prober"] = mode
+                            res["pass"] = p + 1
                             sgot.setdefault((c.name, mode), []).append(res)
                             s = res["status"]
                             log(f"{c.name:<20} Status under c={conc} load ({mode} prober): p50 "
@@ -726,6 +729,7 @@ class Bench:
                 res["dups"] = a.burst_dups
                 res["bao_requests"] = bao1 - bao0 - self.scrape_cost
                 res["plugin_vault_requests"] = (per1[c.name] - per0[c.name]) if c.name in per1 else None
+                res["pass"] = p + 1
                 # CPU per decrypt of the plugin, OpenBao and the load client over the burst: with
                 # the wall time on 2 CPUs, whether the burst was bound by CPU or by waiting.
                 calls = max(res.get("ok", 0), 1)

@@ -258,11 +258,19 @@ def pass_views(out) -> list[dict]:
     k_all = (out.get("settings") or {}).get("passes", 1) or 1
     if k_all <= 1:
         return []
+    def of_pass(r, k):
+        # By the pass number each run records, so a run that failed in one pass does not pair
+        # another contender's pass 3 with this one's pass 2; by position in older JSON.
+        ps = r.get("passes", [])
+        if ps and all("pass" in q for q in ps):
+            return next((q for q in ps if q["pass"] == k + 1), None)
+        return ps[k] if len(ps) > k else None
+
     views = []
     for k in range(k_all):
         v = dict(out)
         for key in ("runs", "status_under_load", "burst"):
-            v[key] = [r["passes"][k] for r in out.get(key, []) if len(r.get("passes", [])) > k]
+            v[key] = [q for q in (of_pass(r, k) for r in out.get(key, [])) if q is not None]
         views.append(v)
     return views
 
@@ -285,8 +293,9 @@ def targets_with_passes(out) -> list[tuple[str, str, str, str]]:
     per = [{t[0]: t for t in targets(v)} for v in views]
     res = []
     for target, value, ref, ver in rows:
-        seen = [p.get(target) for p in per]
-        if all(x is not None for x in seen) and len({x[1] for x in seen}) > 1:
+        # The passes that could judge this target (a failed run leaves it out of its pass).
+        seen = [x for x in (p.get(target) for p in per) if x is not None]
+        if len(seen) >= 2 and (len({x[1] for x in seen}) > 1 or len(seen) < len(per)):
             nums = [_number(x[1]) for x in seen]
             if None not in nums:
                 mid = sorted(range(len(seen)), key=lambda i: nums[i])[(len(seen) - 1) // 2]

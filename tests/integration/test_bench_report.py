@@ -112,3 +112,21 @@ def test_each_pass_starts_one_contender_later():
         ["floor", "trousseau", "go-peer"], ["trousseau", "go-peer", "floor"],
         ["go-peer", "floor", "trousseau"], ["floor", "trousseau", "go-peer"]]
     assert harness.rotated([], 2) == []
+
+
+def test_a_failed_pass_does_not_pair_different_passes():
+    # The plugin's pass 2 failed: its passes are 1 and 3. Pass 3's ratio must use the floor's
+    # pass 3, not its pass 2.
+    floor = [dict(_run("floor", 64, None, tput=t), **{"pass": i + 1})
+             for i, t in enumerate((1000, 500, 2000))]
+    coal = [dict(_run("trousseau+coalesce", 64, 150, tput=t), **{"pass": i})
+            for i, t in ((1, 1100), (3, 2200))]
+    out = {"settings": {"passes": 3, "concurrency": [64]},
+           "runs": [harness.merge_passes(floor), harness.merge_passes(coal)],
+           "status_under_load": [], "burst": [], "rss_kib": {}, "missing": {}}
+    assert "pass" not in out["runs"][0]
+    views = report.pass_views(out)
+    got = [[r["throughput_per_s"] for r in v["runs"]] for v in views]
+    assert got == [[1000, 1100], [500], [2000, 2200]]
+    [row] = [r for r in report.targets_with_passes(out) if "above the floor" in r[0]]
+    assert row[3] == "met (met in 2 of 2 passes)"
