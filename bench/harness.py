@@ -356,7 +356,7 @@ class Bench:
             if not why:
                 cfg = with_perf
                 note = "performance: " + json.dumps(perf)
-            elif perf is PERF_ON:
+            elif perf.get("coalesce_decrypts"):
                 self.missing[name] = f"the config parser refuses `performance:` ({why})"
                 log(f"{name}: skipped: {self.missing[name]}")
                 return None
@@ -430,10 +430,11 @@ class Bench:
         if self.wanted("trousseau+coalesce"):
             self.start_trousseau("trousseau+coalesce", self.args.plugin_bin, PERF_ON, v2, v1)
         for name, path in self.args.extra_plugin:
+            ov = self.args.extra_perf.get(name, {})  # --extra-perf NAME:KEY=VALUE
             if self.wanted(f"extra:{name}"):
-                self.start_trousseau(f"extra:{name}", path, PERF_OFF, v2, v1)
+                self.start_trousseau(f"extra:{name}", path, {**PERF_OFF, **ov}, v2, v1)
             if self.wanted(f"extra:{name}+coalesce"):
-                self.start_trousseau(f"extra:{name}+coalesce", path, PERF_ON, v2, v1)
+                self.start_trousseau(f"extra:{name}+coalesce", path, {**PERF_ON, **ov}, v2, v1)
         # The Go peer.
         peer, note = resolve_peer(self.args) if self.wanted("go-peer") else (None, "not in --only")
         self.out["peer"] = {"repo": PEER_REPO, "revision": PEER_REV, "describe": PEER_DESCRIBE,
@@ -832,6 +833,10 @@ def main() -> int:
     ap.add_argument("--batch-max-wait", default=PERF_ON["batch_max_wait"],
                     help="performance.batch_max_wait of the trousseau+coalesce contender "
                          "(default %(default)s, the plugin's default)")
+    ap.add_argument("--extra-perf", action="append", default=[], metavar="NAME:KEY=VALUE",
+                    help="one more `performance:` setting for the --extra-plugin NAME contenders "
+                         "(both twins), e.g. kept256:max_idle_threads=256, to A/B one binary "
+                         "under two settings; an integer VALUE is written as one; repeatable")
     ap.add_argument("--status-pace-us", type=int, default=5000,
                     help="Status prober: one call every this many µs (default 5000)")
     ap.add_argument("--status-prober", choices=("rt", "normal", "both"), default="rt",
@@ -878,6 +883,16 @@ def main() -> int:
             ap.error(f"--extra-plugin wants NAME=PATH, got {spec!r}")
         extras.append((name, os.path.abspath(path)))
     args.extra_plugin = extras
+    perf_ov: dict[str, dict] = {}
+    for spec in args.extra_perf:
+        name, sep, kv = spec.partition(":")
+        key, sep2, value = kv.partition("=")
+        if not sep or not sep2 or not name or not key or not value:
+            ap.error(f"--extra-perf wants NAME:KEY=VALUE, got {spec!r}")
+        if name not in {n for n, _ in extras}:
+            ap.error(f"--extra-perf {spec!r}: no --extra-plugin named {name!r}")
+        perf_ov.setdefault(name, {})[key] = int(value) if value.isdigit() else value
+    args.extra_perf = perf_ov
     args.plugin_bin = os.path.abspath(args.plugin_bin)
     args.bench_bin = os.path.abspath(args.bench_bin)
     args.null_bin = os.path.abspath(args.null_bin) if os.path.isfile(args.null_bin) else ""

@@ -462,7 +462,8 @@ int Serve(const std::string& config_path, bool check_only) {
   builder.SetMaxSendMessageSize(256 * 1024);
   // Encrypt/Decrypt run on sync-server threads kept for reuse and bounded by the limits; a burst
   // beyond them is shed (RESOURCE_EXHAUSTED), Status and Version never need one of those threads.
-  kms::ConfigureServer(builder, *p.limits);
+  kms::ConfigureServer(builder, *p.limits,
+                       static_cast<uint32_t>(cfg->performance.max_idle_threads));
   // Status and Version: async methods answered by one thread of ours (kms/status_loop.h).
   p.status_loop = std::make_unique<kms::StatusLoop>(p.v2.get(), p.v1.get());
   p.status_loop->SetRealtimePriority(

@@ -1044,7 +1044,7 @@ absl::Status ParsePerformance(const Section& root, PerformanceConfig& perf) {
   Section s;
   if (absl::Status st = SubSection(root, "performance",
                                    {"coalesce_decrypts", "batch_max_items", "batch_max_wait",
-                                    "status_thread_realtime_priority"},
+                                    "status_thread_realtime_priority", "max_idle_threads"},
                                    s);
       !st.ok()) {
     return st;
@@ -1077,6 +1077,13 @@ absl::Status ParsePerformance(const Section& root, PerformanceConfig& perf) {
   }
   if (absl::Status st = CheckRange("performance.status_thread_realtime_priority",
                                    perf.status_thread_realtime_priority, 0, 99);
+      !st.ok()) {
+    return st;
+  }
+  // The limits bound it anyway (no more threads than limits.max_in_flight.encrypt + .decrypt
+  // are ever kept); 8192 is what those two allow at most.
+  if (absl::Status st = GetUint(s, "max_idle_threads", perf.max_idle_threads); !st.ok()) return st;
+  if (absl::Status st = CheckRange("performance.max_idle_threads", perf.max_idle_threads, 0, 8192);
       !st.ok()) {
     return st;
   }

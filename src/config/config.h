@@ -101,6 +101,11 @@ struct PerformanceConfig {
   // The kms-status thread (Status/Version, kms/status_loop.h) under SCHED_FIFO at this priority,
   // set at start while privileged; 0: the normal scheduler (docs/performance.md, change 15).
   uint64_t status_thread_realtime_priority = 1;
+  // Encrypt/Decrypt threads kept waiting for calls once a burst is over (kms/server_tuning.h):
+  // below it, calls reuse threads; above it, a thread is made per call and ends after it.
+  // More keeps a restart burst from paying for thread churn, at ~24 KiB of RSS per kept thread
+  // (docs/performance.md, change 20).
+  uint64_t max_idle_threads = 16;
 };
 
 // state: the key rollback high-water mark kept across restarts (docs/rollback.md). Empty: memory only.

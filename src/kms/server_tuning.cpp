@@ -31,21 +31,24 @@ void TrimHeapIfSlack() {
   SecretBuffer::TrimPool(kKeepPooledSecretPages);
 }
 
-int MaxPollers(const CallLimits& limits) {
+int MaxPollers(const CallLimits& limits, uint32_t max_idle) {
   const uint32_t limited = limits.encrypt.max() + limits.decrypt.max();
-  return static_cast<int>(std::min<uint32_t>(limited, kMaxPollersCap)) + kMinPollers;
+  return static_cast<int>(std::min<uint32_t>(limited, max_idle)) + kMinPollers;
 }
 
-uint32_t ServerThreadBudget(const CallLimits& limits) {
-  return 2 * (limits.encrypt.max() + limits.decrypt.max()) + static_cast<uint32_t>(kMinPollers) + 16;
+uint32_t ServerThreadBudget(const CallLimits& limits, uint32_t max_idle) {
+  const uint32_t limited = limits.encrypt.max() + limits.decrypt.max();
+  const uint32_t pollers =
+      std::max<uint32_t>(std::min<uint32_t>(limited, max_idle), kMaxPollersCap) + kMinPollers;
+  return 2 * limited + pollers;
 }
 
-void ConfigureServer(grpc::ServerBuilder& builder, const CallLimits& limits) {
+void ConfigureServer(grpc::ServerBuilder& builder, const CallLimits& limits, uint32_t max_idle) {
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, kMinPollers);
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
-                              MaxPollers(limits));
+                              MaxPollers(limits, max_idle));
   grpc::ResourceQuota quota("trousseau-kms");
-  quota.SetMaxThreads(static_cast<int>(ServerThreadBudget(limits)));
+  quota.SetMaxThreads(static_cast<int>(ServerThreadBudget(limits, max_idle)));
   builder.SetResourceQuota(quota);
 }
 

@@ -28,21 +28,25 @@ void TrimHeapIfSlack();
 
 // Sync-server pollers: how many threads wait for calls. gRPC's defaults (1 minimum, 2 maximum)
 // make a thread per call above two in flight and end it afterwards (thread churn: clone, a
-// fresh stack faulted in, madvise on exit). Keeping up to kMaxPollersCap idle threads for reuse
-// removes the churn up to that many calls in flight (kube-apiserver rarely has more than a few);
-// above it threads still come and go, so that a burst's threads (each with its stack pages
-// resident) do not stay behind. Never more than the limits let run.
+// fresh stack faulted in, madvise on exit). Keeping up to `max_idle` idle threads for reuse
+// (performance.max_idle_threads, default kMaxPollersCap) removes the churn up to that many
+// calls in flight (kube-apiserver rarely has more than a few outside its restarts); above it
+// threads still come and go, so that a burst's threads (each with ~24 KiB of stack resident) do
+// not stay behind. Never more than the limits let run. gRPC 1.51 never ends a kept thread, so
+// what a burst leaves is what this allows (docs/performance.md, change 20).
 inline constexpr int kMinPollers = 2;
 inline constexpr int kMaxPollersCap = 16;
-int MaxPollers(const CallLimits& limits);
+int MaxPollers(const CallLimits& limits, uint32_t max_idle = kMaxPollersCap);
 
 // Threads the sync server may run (grpc::ResourceQuota). Only Encrypt and Decrypt use sync
 // threads; Status and Version are async methods answered from memory by one thread of ours
 // (kms/status_loop.h), so no number of Encrypt/Decrypt callers can starve them. The budget is every
-// limited call, as many again for the calls being refused at the same moment, and the pollers.
-uint32_t ServerThreadBudget(const CallLimits& limits);
+// limited call, as many again for the calls being refused at the same moment, and the pollers
+// (at least kMaxPollersCap + kMinPollers, as before the setting existed).
+uint32_t ServerThreadBudget(const CallLimits& limits, uint32_t max_idle = kMaxPollersCap);
 
 // Applies the above to a builder (sync-server options and the thread quota).
-void ConfigureServer(grpc::ServerBuilder& builder, const CallLimits& limits);
+void ConfigureServer(grpc::ServerBuilder& builder, const CallLimits& limits,
+                     uint32_t max_idle = kMaxPollersCap);
 
 }  // namespace trousseau::kms

@@ -62,7 +62,8 @@ def test_smoke_runs_every_available_contender(bins, tmp_path):
     env = dict(os.environ, BENCH_PYTHON=sys.executable, **bins)
     r = subprocess.run(
         [RUN, "--smoke", "--no-build", "--json-out", str(out_json), "--report", str(report),
-         "--extra-plugin", f"again={bins['TROUSSEAU_BIN']}", "--passes", "2"],
+         "--extra-plugin", f"again={bins['TROUSSEAU_BIN']}", "--extra-perf", "again:max_idle_threads=4",
+         "--passes", "2"],
         env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, f"bench/run --smoke failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
     out = json.loads(out_json.read_text())
@@ -76,6 +77,9 @@ def test_smoke_runs_every_available_contender(bins, tmp_path):
     # backend and the bare echo.
     for name in ("floor", "trousseau", "extra:again", "null", "echo"):
         assert name in ran, f"{name} did not run; missing: {missing}\n{r.stderr[-3000:]}"
+    # --extra-perf reached the extra plugin's config (the binary accepted it), not the others'.
+    assert '"max_idle_threads": 4' in out["contenders"]["extra:again"]["note"], out["contenders"]
+    assert "max_idle_threads" not in out["contenders"]["trousseau"]["note"]
     # The coalescing variant runs, or is missing because this binary refuses its config.
     assert "trousseau+coalesce" in ran or "performance" in missing.get("trousseau+coalesce", ""), missing
 
@@ -155,6 +159,22 @@ def test_bad_extra_plugin_is_refused_before_starting_anything(bins, spec, want):
     r = subprocess.run(
         [sys.executable, HARNESS, "--plugin-bin", bins["TROUSSEAU_BIN"],
          "--bench-bin", bins["TROUSSEAU_BENCH_BIN"], "--extra-plugin", spec],
+        capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r
+    assert want in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("again", "--extra-perf wants NAME:KEY=VALUE"),
+    ("again:max_idle_threads", "--extra-perf wants NAME:KEY=VALUE"),
+    ("again:=4", "--extra-perf wants NAME:KEY=VALUE"),
+    ("other:max_idle_threads=4", "no --extra-plugin named 'other'"),
+])
+def test_bad_extra_perf_is_refused_before_starting_anything(bins, spec, want):
+    r = subprocess.run(
+        [sys.executable, HARNESS, "--plugin-bin", bins["TROUSSEAU_BIN"],
+         "--bench-bin", bins["TROUSSEAU_BENCH_BIN"],
+         "--extra-plugin", f"again={bins['TROUSSEAU_BIN']}", "--extra-perf", spec],
         capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r
     assert want in r.stderr, r.stderr

@@ -8,6 +8,7 @@
   asserted (a loaded 2-core CI machine).
   Default 200 seeds x 10; TROUSSEAU_COALESCE_FULL=1 runs the issue's 1,000 x 10.
 - a batch with one bad ciphertext: only that request fails, with INVALID_ARGUMENT.
+- the threads a burst leaves: performance.max_idle_threads + 2, whatever the burst needed.
 """
 from __future__ import annotations
 
@@ -184,3 +185,64 @@ def test_one_bad_ciphertext_in_a_batch_fails_only_its_own_request(plugin_factory
                       status_class="4xx") >= 1
     # Nothing about the plaintexts reaches the metrics.
     assert not re.search(r'vault:v\d', after)
+
+
+def _sync_threads(pid: int) -> int:
+    """Live threads of the plugin named as gRPC names its sync-server threads."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                n += f.read().startswith("grpcpp_sync_ser")
+        except (FileNotFoundError, ProcessLookupError):  # it ended between listdir and read
+            pass
+    return n
+
+
+@pytest.mark.parametrize("kept", [3, 40])
+def test_threads_a_burst_leaves_follow_max_idle_threads(plugin_factory, kept):
+    """performance.max_idle_threads in the real serve: after 64 callers' burst against OpenBao,
+    `kept` + 2 sync-server threads stay waiting (gRPC never ends a kept one), the others end."""
+    pl = plugin_factory.start({**LIMITS, "performance": {"max_idle_threads": kept}})
+    pid = pl.proc.pid
+    peak = 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _sync_threads(pid))
+            time.sleep(0.005)
+
+    errors: list = []
+
+    def caller(i: int):
+        try:
+            for j in range(8):
+                seed = os.urandom(32)
+                ct = pl.encrypt(seed, uid=f"threads-{i}", timeout=30)
+                assert pl.decrypt(ct.ciphertext, key_id=ct.key_id, timeout=30).plaintext == seed
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    callers = [threading.Thread(target=caller, args=(i,)) for i in range(64)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    stop.set()
+    sampler.join()
+    assert not errors, errors[:3]
+    # The burst needed more threads than either setting keeps, so the count below says which
+    # were kept, not how many were ever made.
+    assert peak > kept + 2 + 4, peak
+    want = kept + 2
+    deadline = time.monotonic() + 15
+    while _sync_threads(pid) > want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    now = _sync_threads(pid)
+    print(f"\nmax_idle_threads {kept}: {peak} sync-server threads at the peak, {now} after")
+    assert now == want

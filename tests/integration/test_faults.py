@@ -43,7 +43,7 @@ LEDGER: list[tuple[bytes, bytes, str]] = []
 IDLE_VAULT_CONNECTIONS = 64
 # Kept for reuse after a burst, by design (docs/performance.md): libcurl easy handles, each with
 # its internal multi handle's socketpair (vault/curl_transport.h kMaxInFlight), and idle
-# sync-server threads (kms/server_tuning.h: kMaxPollersCap + kMinPollers).
+# sync-server threads (performance.max_idle_threads, default 16, + kms/server_tuning.h kMinPollers).
 POOLED_HANDLE_FDS = 2 * 32
 KEPT_POLLER_THREADS = 16 + 2
 

@@ -976,6 +976,31 @@ TEST_CASE("bad performance.status_thread_realtime_priority stops the start and n
              Contains("unknown key \"performance.status_thread_priority\""));
 }
 
+TEST_CASE("performance.max_idle_threads: 16 by default, 0..8192") {
+  CHECK(MustParse(kMinimal).performance.max_idle_threads == 16);
+  CHECK(MustParse(kMinimal + "performance:\n  max_idle_threads: 0\n").performance.max_idle_threads == 0);
+  CHECK(MustParse(kMinimal + "performance:\n  max_idle_threads: 256\n").performance.max_idle_threads == 256);
+  CHECK(MustParse(kMinimal + "performance:\n  max_idle_threads: 8192\n").performance.max_idle_threads == 8192);
+  const Config c = MustParse(kMinimal + "performance:\n  max_idle_threads: 64\n");
+  CHECK(c.performance.batch_max_items == 32);
+  CHECK(c.performance.status_thread_realtime_priority == 1);
+}
+
+TEST_CASE("bad performance.max_idle_threads stops the start and names the key") {
+  const std::string key = "performance:\n  max_idle_threads: ";
+  CHECK_THAT(ErrorOf(kMinimal + key + "8193\n"),
+             Contains("performance.max_idle_threads: must be between 0 and 8192, got 8193"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "-1\n"), Contains("performance.max_idle_threads"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "\"16\"\n"),
+             Contains("performance.max_idle_threads: expected an integer"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "many\n"), Contains("performance.max_idle_threads"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "1.5\n"), Contains("performance.max_idle_threads"));
+  CHECK_THAT(ErrorOf(kMinimal + key + "{a: 1}\n"),
+             Contains("performance.max_idle_threads: expected an integer"));
+  CHECK_THAT(ErrorOf(kMinimal + "performance:\n  idle_threads: 4\n"),
+             Contains("unknown key \"performance.idle_threads\""));
+}
+
 TEST_CASE("bad performance settings stop the start and name the key") {
   CHECK_THAT(ErrorOf(kMinimal + "performance:\n  batch_size: 4\n"),
              Contains("unknown key \"performance.batch_size\""));

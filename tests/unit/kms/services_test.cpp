@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -800,6 +802,98 @@ TEST_CASE("a refused call frees nothing it did not take", "[kms][limits][negativ
   CHECK(l.in_flight() == 0);
   CHECK(l.TryAcquire());
   CHECK_THAT(l.RefusalMessage(), Contains("limits.max_in_flight.encrypt = 1"));
+}
+
+// Live threads of this process named as gRPC names its sync-server threads.
+int SyncServerThreads() {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(e.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name.rfind("grpcpp_sync_ser", 0) == 0) ++n;
+  }
+  return n;
+}
+
+// performance.max_idle_threads reaches gRPC: after a burst of 12 held Encrypts, the threads
+// left waiting are min(setting, limits) + kMinPollers; the rest ended.
+TEST_CASE("after a burst the sync server keeps max_idle_threads + 2 threads, no more",
+          "[kms][limits][threads]") {
+  const uint32_t idle = GENERATE(0u, 6u);
+  INFO("max_idle_threads = " << idle);
+  const int before = SyncServerThreads();
+  fakes::TempDir dir;
+  FakeKeyService keys;
+  keys.SetEncryptResult(Wrapped(Ct(), "transit/k:v3"));
+  CallLimits limits{32, 32};
+  V2Service v2{keys, &limits};
+  V1Beta1Service v1{keys, "0.1.0-test", &limits};
+  StatusLoop loop{&v2, &v1};
+  const std::string addr = "unix:" + dir.Path("kms.sock");
+  grpc::ServerBuilder b;
+  ConfigureServer(b, limits, idle);  // as main() does with the setting
+  b.AddListeningPort(addr, grpc::InsecureServerCredentials());
+  b.RegisterService(&v2);
+  b.RegisterService(&v1);
+  loop.AddTo(b);
+  std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+  REQUIRE(server != nullptr);
+  REQUIRE(loop.Start(*server).ok());
+  auto stub = ::v2::KeyManagementService::NewStub(
+      grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+
+  constexpr int kCallers = 12;
+  keys.CloseGate();
+  std::vector<std::thread> callers;
+  std::vector<grpc::StatusCode> codes(kCallers, grpc::StatusCode::UNKNOWN);
+  for (int i = 0; i < kCallers; ++i) {
+    callers.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+      ::v2::EncryptRequest req;
+      req.set_uid("u");
+      req.set_plaintext("p");
+      ::v2::EncryptResponse resp;
+      codes[i] = stub->Encrypt(&ctx, req, &resp).error_code();
+    });
+  }
+  REQUIRE(keys.WaitForBlocked(kCallers, 20s));
+  // Every call holds a thread of its own, and two more wait for work.
+  CHECK(SyncServerThreads() - before >= kCallers);
+  keys.OpenGate();
+  for (auto& t : callers) t.join();
+  for (auto c : codes) CHECK(c == grpc::StatusCode::OK);
+
+  // Threads beyond the kept ones end as they finish; give them time to go.
+  const int kept = static_cast<int>(idle) + kMinPollers;
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (SyncServerThreads() - before > kept && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(20ms);
+  }
+  std::this_thread::sleep_for(200ms);  // and none of the kept ones ends later
+  CHECK(SyncServerThreads() - before == kept);
+
+  server->Shutdown();
+  server->Wait();
+  loop.Stop();
+}
+
+TEST_CASE("the thread budget keeps room for the kept threads", "[kms][limits][threads]") {
+  CallLimits small{2, 3};
+  CallLimits big{512, 512};
+  // The default keeps the budget it always had: both limits twice, 16 kept and 2 pollers.
+  CHECK(ServerThreadBudget(small) == 2 * 5 + 18);
+  CHECK(ServerThreadBudget(big) == 2 * 1024 + 18);
+  CHECK(MaxPollers(small) == 5 + 2);
+  CHECK(MaxPollers(big) == 16 + 2);
+  // More kept threads than the default: they are counted in the budget; never above the limits.
+  CHECK(MaxPollers(big, 256) == 256 + 2);
+  CHECK(ServerThreadBudget(big, 256) == 2 * 1024 + 256 + 2);
+  CHECK(MaxPollers(small, 256) == 5 + 2);
+  CHECK(ServerThreadBudget(small, 256) == 2 * 5 + 18);
+  CHECK(MaxPollers(big, 0) == 2);
+  CHECK(ServerThreadBudget(big, 0) == 2 * 1024 + 18);
 }
 
 }  // namespace
