@@ -156,12 +156,17 @@ def test_zero_passes_is_refused_before_starting_anything(bins):
     ("x=/nonexistent/trousseau", "is not built"),
 ])
 def test_bad_extra_plugin_is_refused_before_starting_anything(bins, spec, want):
+    assert want in _refused(bins, "--extra-plugin", spec)
+
+
+def _refused(bins, *args: str) -> str:
+    """The harness's stderr for arguments it must refuse (exit 2) before starting anything."""
     r = subprocess.run(
         [sys.executable, HARNESS, "--plugin-bin", bins["TROUSSEAU_BIN"],
-         "--bench-bin", bins["TROUSSEAU_BENCH_BIN"], "--extra-plugin", spec],
+         "--bench-bin", bins["TROUSSEAU_BENCH_BIN"], *args],
         capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r
-    assert want in r.stderr, r.stderr
+    return r.stderr
 
 
 @pytest.mark.parametrize("spec, want", [
@@ -171,10 +176,4 @@ def test_bad_extra_plugin_is_refused_before_starting_anything(bins, spec, want):
     ("other:max_idle_threads=4", "no --extra-plugin named 'other'"),
 ])
 def test_bad_extra_perf_is_refused_before_starting_anything(bins, spec, want):
-    r = subprocess.run(
-        [sys.executable, HARNESS, "--plugin-bin", bins["TROUSSEAU_BIN"],
-         "--bench-bin", bins["TROUSSEAU_BENCH_BIN"],
-         "--extra-plugin", f"again={bins['TROUSSEAU_BIN']}", "--extra-perf", spec],
-        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2, r
-    assert want in r.stderr, r.stderr
+    assert want in _refused(bins, "--extra-plugin", f"again={bins['TROUSSEAU_BIN']}", "--extra-perf", spec)

@@ -464,6 +464,17 @@ namespace {
 
 // ---- bounded concurrency --------------------------------------------------------------------
 
+// One v2 Encrypt of "p" for uid "u" with a deadline `timeout` from now.
+grpc::Status CallEncrypt(::v2::KeyManagementService::Stub& stub, std::chrono::seconds timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  ::v2::EncryptRequest req;
+  req.set_uid("u");
+  req.set_plaintext("p");
+  ::v2::EncryptResponse resp;
+  return stub.Encrypt(&ctx, req, &resp);
+}
+
 namespace limits_test {
 
 // A server whose Encrypt/Decrypt are limited (2 and 3 in flight) and whose thread count is
@@ -502,15 +513,7 @@ struct LimitedServer {
     loop.Stop();
   }
 
-  grpc::Status Encrypt() {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
-    ::v2::EncryptRequest req;
-    req.set_uid("u");
-    req.set_plaintext("p");
-    ::v2::EncryptResponse resp;
-    return v2_stub->Encrypt(&ctx, req, &resp);
-  }
+  grpc::Status Encrypt() { return CallEncrypt(*v2_stub, 20s); }
   grpc::Status Decrypt() {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 20s);
@@ -597,6 +600,17 @@ double KmsRequests(const std::string& api, const std::string& method) {
   return at == std::string::npos ? 0 : std::stod(text.substr(at + series.size()));
 }
 
+// One Encrypt per element of `codes`, each from a thread of its own (30 s deadline); each
+// thread stores its call's code there. The caller joins the threads.
+std::vector<std::thread> StartEncrypts(::v2::KeyManagementService::Stub& stub,
+                                       std::vector<grpc::StatusCode>& codes) {
+  std::vector<std::thread> callers;
+  for (size_t i = 0; i < codes.size(); ++i) {
+    callers.emplace_back([&stub, &codes, i] { codes[i] = CallEncrypt(stub, 30s).error_code(); });
+  }
+  return callers;
+}
+
 TEST_CASE("Status and Version answer while every sync-server thread is held in a slow Encrypt",
           "[kms][status_loop]") {
   // The sync server may run at most 4 threads; Encrypt/Decrypt limits are far above that, so
@@ -632,19 +646,8 @@ TEST_CASE("Status and Version answer while every sync-server thread is held in a
   // could be made is blocked in one, the others are refused by gRPC or wait for a thread.
   keys.CloseGate();
   constexpr int kCallers = 8;
-  std::vector<std::thread> callers;
   std::vector<grpc::StatusCode> codes(kCallers, grpc::StatusCode::UNKNOWN);
-  for (int i = 0; i < kCallers; ++i) {
-    callers.emplace_back([&, i] {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + 30s);
-      ::v2::EncryptRequest req;
-      req.set_uid("u");
-      req.set_plaintext("p");
-      ::v2::EncryptResponse resp;
-      codes[i] = v2_stub->Encrypt(&ctx, req, &resp).error_code();
-    });
-  }
+  std::vector<std::thread> callers = StartEncrypts(*v2_stub, codes);
   REQUIRE(keys.WaitForBlocked(2, 20s));
   // Let the pool settle at its bound: no more Encrypt reaches the key service.
   int held = keys.blocked();
@@ -845,19 +848,8 @@ TEST_CASE("after a burst the sync server keeps max_idle_threads + 2 threads, no 
 
   constexpr int kCallers = 12;
   keys.CloseGate();
-  std::vector<std::thread> callers;
   std::vector<grpc::StatusCode> codes(kCallers, grpc::StatusCode::UNKNOWN);
-  for (int i = 0; i < kCallers; ++i) {
-    callers.emplace_back([&, i] {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + 30s);
-      ::v2::EncryptRequest req;
-      req.set_uid("u");
-      req.set_plaintext("p");
-      ::v2::EncryptResponse resp;
-      codes[i] = stub->Encrypt(&ctx, req, &resp).error_code();
-    });
-  }
+  std::vector<std::thread> callers = StartEncrypts(*stub, codes);
   REQUIRE(keys.WaitForBlocked(kCallers, 20s));
   // Every call holds a thread of its own, and two more wait for work.
   CHECK(SyncServerThreads() - before >= kCallers);
